@@ -1,0 +1,28 @@
+"""rproxy: a reverse proxy with a Rust engine and Python policy.
+
+Run it with ``rproxy run proxy.toml``; embed it with :class:`rproxy.engine.Engine`.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from rproxy.config import Config, load, loads
+from rproxy.engine import Engine
+from rproxy.errors import ConfigError, ConfigIssue, RproxyError
+
+try:
+    __version__ = version("rproxy")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "Engine",
+    "RproxyError",
+    "__version__",
+    "load",
+    "loads",
+]

@@ -1,0 +1,19 @@
+"""Type stubs for the compiled engine module (rust/src/python.rs)."""
+
+from collections.abc import Callable
+
+class Engine:
+    """An engine built from a validated configuration in JSON form."""
+
+    def __init__(self, config_json: str) -> None: ...
+    def start(self) -> list[str]:
+        """Bind the listeners and serve on a background thread; returns the bound addresses."""
+    def stop(self) -> None:
+        """Stop accepting, drain in-flight requests, and wait for the engine."""
+    def is_running(self) -> bool:
+        """Whether a started engine is still serving."""
+    def serve(self, on_ready: Callable[[list[str]], object]) -> None:
+        """Serve in the foreground until SIGTERM or SIGINT, then drain."""
+
+def version() -> str:
+    """The engine's version."""

@@ -1,0 +1,203 @@
+//! Streaming bodies: [`RequestBody`] from a client, [`ProxyBody`] to a client.
+//!
+//! Neither is ever collected whole: frames are handed on as they arrive, so
+//! a proxied body costs at most a few read buffers of memory.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::error::{Error, ErrorKind};
+use crate::server::h1::H1Body;
+use crate::upstream::UpstreamBody;
+
+/// A request body as received from a client, with the size limit applied.
+pub struct RequestBody {
+    inner: RequestInner,
+    limit: u64,
+    received: u64,
+}
+
+enum RequestInner {
+    Empty,
+    H1(Box<H1Body>),
+    H2(Incoming),
+}
+
+impl RequestBody {
+    /// A body with no bytes.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: RequestInner::Empty,
+            limit: u64::MAX,
+            received: 0,
+        }
+    }
+
+    pub(crate) fn h1(body: H1Body, limit: u64) -> Self {
+        RequestBody {
+            inner: RequestInner::H1(Box::new(body)),
+            limit,
+            received: 0,
+        }
+    }
+
+    pub(crate) fn h2(body: Incoming, limit: u64) -> Self {
+        RequestBody {
+            inner: RequestInner::H2(body),
+            limit,
+            received: 0,
+        }
+    }
+
+    /// Whether the body is known to have no (more) bytes.
+    pub fn is_empty(&self) -> bool {
+        self.is_end_stream()
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        let frame = match &mut this.inner {
+            RequestInner::Empty => return Poll::Ready(None),
+            RequestInner::H1(body) => std::task::ready!(body.poll_frame(cx)),
+            RequestInner::H2(body) => match std::task::ready!(Pin::new(body).poll_frame(cx)) {
+                None => None,
+                Some(Ok(frame)) => Some(Ok(frame)),
+                Some(Err(e)) => Some(Err(Error::new(
+                    ErrorKind::ClientClosed,
+                    "reading the HTTP/2 request body",
+                )
+                .with_cause(e))),
+            },
+        };
+        if let Some(Ok(frame)) = &frame {
+            if let Some(data) = frame.data_ref() {
+                this.received += data.len() as u64;
+                if this.received > this.limit {
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::BodyTooLarge,
+                        "request body larger than max_body_size",
+                    ))));
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            RequestInner::Empty => true,
+            RequestInner::H1(body) => body.is_end_stream(),
+            RequestInner::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            RequestInner::Empty => SizeHint::with_exact(0),
+            RequestInner::H1(body) => body.size_hint(),
+            RequestInner::H2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A response body sent to a client: nothing, bytes in memory, or a stream
+/// from an upstream connection.
+pub struct ProxyBody {
+    inner: ProxyInner,
+}
+
+enum ProxyInner {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Box<UpstreamBody>),
+}
+
+impl ProxyBody {
+    /// No body.
+    pub fn empty() -> Self {
+        ProxyBody {
+            inner: ProxyInner::Empty,
+        }
+    }
+
+    /// A body held in memory.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        ProxyBody {
+            inner: if bytes.is_empty() {
+                ProxyInner::Empty
+            } else {
+                ProxyInner::Full(Some(bytes))
+            },
+        }
+    }
+
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
+        ProxyBody {
+            inner: ProxyInner::Upstream(Box::new(body)),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match &mut self.inner {
+            ProxyInner::Empty => Poll::Ready(None),
+            ProxyInner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyInner::Upstream(body) => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ProxyInner::Empty => true,
+            ProxyInner::Full(bytes) => bytes.is_none(),
+            ProxyInner::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ProxyInner::Empty => SizeHint::with_exact(0),
+            ProxyInner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ProxyInner::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn full_and_empty_bodies() {
+        let body = ProxyBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        let bytes = body.collect().await.expect("collect").to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        let empty = ProxyBody::full("");
+        assert!(empty.is_end_stream());
+        assert!(RequestBody::empty().is_empty());
+    }
+}

@@ -1,0 +1,204 @@
+//! The engine's configuration: the validated, normalised form of
+//! `proxy.toml` that Python hands over as JSON.
+//!
+//! Python (`rproxy.config`) owns the user-facing format: units, defaults,
+//! error messages with file and line. By the time a value reaches this module
+//! it is plain numbers (durations in milliseconds, sizes in bytes) and
+//! resolved socket addresses, so deserialising can only fail on a bug.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Everything one worker process needs to run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Listener and downstream connection settings.
+    pub server: ServerConfig,
+    /// Named pools of upstream servers.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, tried in order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: listeners, downstream timeouts and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Addresses to listen on (port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// Tokio worker threads in this process; 1 runs a single-threaded runtime.
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// Time allowed for a request's header section, from its first byte (slowloris bound).
+    #[serde(with = "millis", default = "d10s")]
+    pub client_header_timeout: Duration,
+    /// Time allowed between two reads of a request body.
+    #[serde(with = "millis", default = "d60s")]
+    pub client_body_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open.
+    #[serde(with = "millis", default = "d60s")]
+    pub keepalive_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
+    #[serde(default = "mib128")]
+    pub max_body_size: u64,
+    /// Largest request header section, request line included (431 beyond).
+    #[serde(default = "kib64")]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request (431 beyond).
+    #[serde(default = "hundred")]
+    pub max_headers: usize,
+    /// Longest request target (414 beyond).
+    #[serde(default = "kib8")]
+    pub max_uri_size: usize,
+    /// Most simultaneous downstream connections in this process.
+    #[serde(default = "ten_thousand")]
+    pub max_connections: usize,
+    /// Grace period for in-flight requests when stopping.
+    #[serde(with = "millis", default = "d10s")]
+    pub shutdown_timeout: Duration,
+    /// Bytes of a request body read before the upstream is chosen; a body
+    /// that ends within it is sent with a Content-Length and can be retried.
+    #[serde(default = "kib64")]
+    pub request_buffer_size: usize,
+}
+
+/// `[upstreams.NAME]`: one pool of servers and how to talk to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Server addresses, tried round-robin.
+    pub servers: Vec<SocketAddr>,
+    /// Time allowed to establish a connection (502 beyond).
+    #[serde(with = "millis", default = "d2s")]
+    pub connect_timeout: Duration,
+    /// Time allowed from the request being sent to the response headers (504 beyond).
+    #[serde(with = "millis", default = "d30s")]
+    pub response_timeout: Duration,
+    /// Time allowed between two reads of a response body, or two writes of a request body.
+    #[serde(with = "millis", default = "d60s")]
+    pub body_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per server.
+    #[serde(default = "sixty_four")]
+    pub keepalive: usize,
+    /// Time an idle upstream connection is kept.
+    #[serde(with = "millis", default = "d60s")]
+    pub keepalive_timeout: Duration,
+    /// Requests sent over one upstream connection before it is closed.
+    #[serde(default = "thousand")]
+    pub keepalive_requests: u32,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches request paths starting with this string.
+    pub path_prefix: String,
+    /// Forward to this pool.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Or answer directly.
+    #[serde(default)]
+    pub respond: Option<RespondConfig>,
+}
+
+/// A response the proxy sends itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code.
+    pub status: u16,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+    /// Response headers, in order.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+impl EngineConfig {
+    /// Parse the JSON form produced by `rproxy.config`.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn hundred() -> usize {
+    100
+}
+fn sixty_four() -> usize {
+    64
+}
+fn thousand() -> u32 {
+    1000
+}
+fn ten_thousand() -> usize {
+    10_000
+}
+fn kib8() -> usize {
+    8 * 1024
+}
+fn kib64() -> usize {
+    64 * 1024
+}
+fn mib128() -> u64 {
+    128 * 1024 * 1024
+}
+fn d2s() -> Duration {
+    Duration::from_secs(2)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}
+
+mod millis {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = EngineConfig::from_json(
+            r#"{"server": {"listen": ["127.0.0.1:0"]},
+                "upstreams": {"app": {"servers": ["127.0.0.1:9000"], "connect_timeout": 500}},
+                "routes": [{"path_prefix": "/", "upstream": "app"}]}"#,
+        )
+        .expect("valid config");
+        assert_eq!(cfg.server.client_header_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.server.max_header_bytes, 65536);
+        assert_eq!(cfg.server.max_body_size, 128 << 20);
+        let app = &cfg.upstreams["app"];
+        assert_eq!(app.connect_timeout, Duration::from_millis(500));
+        assert_eq!(app.response_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.routes[0].upstream.as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = EngineConfig::from_json(r#"{"server": {"listen": [], "lisen": 1}}"#)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Listeners and downstream connections.
+//!
+//! Each listener has an accept loop; each connection is one task that starts
+//! as HTTP/1.1 and switches to HTTP/2 when the client opens with the h2
+//! preface (cleartext "prior knowledge"). TLS will wrap the stream before
+//! this point and choose the protocol by ALPN instead.
+
+pub(crate) mod h1;
+mod h2;
+mod rewind;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::h1::parse::HeadLimits;
+use crate::proxy::Proxy;
+use h1::{H1Conn, H1Exit, ReadSide};
+use rewind::Rewind;
+
+/// What the proxy knows about a downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// The client's IP address as text, for forwarding headers and logs.
+    pub client_ip: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+impl ConnInfo {
+    /// Describe a connection from `client` to `local`.
+    pub fn new(client: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
+        ConnInfo {
+            client,
+            local,
+            client_ip: client.ip().to_canonical().to_string(),
+            scheme,
+        }
+    }
+}
+
+/// What every connection of a server shares.
+pub(crate) struct ServerCtx {
+    pub(crate) config: ServerConfig,
+    pub(crate) limits: HeadLimits,
+    pub(crate) proxy: Arc<Proxy>,
+}
+
+impl ServerCtx {
+    pub(crate) fn new(config: ServerConfig, proxy: Arc<Proxy>) -> Self {
+        let limits = HeadLimits {
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            max_uri_size: config.max_uri_size,
+        };
+        ServerCtx {
+            config,
+            limits,
+            proxy,
+        }
+    }
+}
+
+/// Serve `listeners` until `shutdown` turns true, then stop accepting and
+/// give in-flight requests up to `shutdown_timeout` to finish.
+pub(crate) async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    ctx: Arc<ServerCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+    for listener in listeners {
+        let listener = TcpListener::from_std(listener)?;
+        tracker.spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            permits.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let sweeper = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                ctx.proxy.sweep_pools();
+            }
+        }
+    });
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    tracker.close();
+    let grace = ctx.config.shutdown_timeout;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        log::warn!(
+            "shutdown_timeout ({grace:?}) passed with {} connection(s) still open; closing them",
+            tracker.len()
+        );
+    }
+    sweeper.abort();
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ServerCtx>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    loop {
+        // At max_connections, stop accepting until a connection ends.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    log::error!("accept on {local}: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(connection(
+            stream,
+            peer,
+            local,
+            ctx.clone(),
+            shutdown.clone(),
+            permit,
+        ));
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctx: Arc<ServerCtx>,
+    shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let info = Arc::new(ConnInfo::new(peer, local, "http"));
+    let (r, w) = stream.into_split();
+    let read = ReadSide::new(Box::new(r), BytesMut::with_capacity(4096));
+    let conn = H1Conn::new(
+        read,
+        Box::new(w),
+        ctx.clone(),
+        info.clone(),
+        shutdown.clone(),
+    );
+    match conn.run().await {
+        H1Exit::Done => {}
+        H1Exit::SwitchToH2(read, write) => {
+            let (r, buf) = read.into_parts();
+            let io = Rewind::new(buf.freeze(), tokio::io::join(r, write));
+            h2::serve(io, ctx, info, shutdown).await;
+        }
+    }
+}

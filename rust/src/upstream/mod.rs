@@ -1,0 +1,138 @@
+//! Upstream pools: named sets of servers, their connection pools, and
+//! connecting under a timeout.
+
+mod conn;
+mod pool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+pub use conn::UpstreamBody;
+pub(crate) use conn::{ExchangeError, OutBody, UpgradeTunnel, UpstreamConn};
+use pool::Pool;
+
+use crate::config::UpstreamConfig;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Timeouts and limits for talking to a pool's servers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) connect: Duration,
+    pub(crate) response: Duration,
+    pub(crate) body_idle: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+}
+
+/// One upstream server.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pool: Pool,
+    keepalive_requests: u32,
+}
+
+impl Server {
+    /// Return a connection whose exchange finished cleanly.
+    pub(crate) fn release(&self, io: TcpStream, requests: u32) {
+        if requests < self.keepalive_requests {
+            self.pool.checkin(io, requests);
+        }
+    }
+}
+
+/// A named pool of servers.
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) servers: Vec<Arc<Server>>,
+    /// `Host` sent for requests that carry no authority (HTTP/1.0).
+    pub(crate) default_host: String,
+    next: AtomicUsize,
+    pub(crate) timeouts: Timeouts,
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        name: &str,
+        cfg: &UpstreamConfig,
+        max_header_bytes: usize,
+        max_headers: usize,
+    ) -> Self {
+        let servers: Vec<Arc<Server>> = cfg
+            .servers
+            .iter()
+            .map(|addr| {
+                Arc::new(Server {
+                    addr: *addr,
+                    pool: Pool::new(cfg.keepalive, cfg.keepalive_timeout),
+                    keepalive_requests: cfg.keepalive_requests.max(1),
+                })
+            })
+            .collect();
+        Upstream {
+            name: name.to_owned(),
+            default_host: servers
+                .first()
+                .map(|s| s.addr.to_string())
+                .unwrap_or_default(),
+            servers,
+            next: AtomicUsize::new(0),
+            timeouts: Timeouts {
+                connect: cfg.connect_timeout,
+                response: cfg.response_timeout,
+                body_idle: cfg.body_idle_timeout,
+                max_header_bytes,
+                max_headers,
+            },
+        }
+    }
+
+    /// Servers in the order to try them for the next request (round robin).
+    pub(crate) fn order(&self) -> impl Iterator<Item = &Arc<Server>> {
+        let n = self.servers.len();
+        let start = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
+        (0..n).map(move |i| &self.servers[(start + i) % n])
+    }
+
+    /// A pooled connection to `server`, or a new one.
+    pub(crate) async fn connection(&self, server: &Arc<Server>) -> Result<UpstreamConn> {
+        if let Some((io, requests)) = server.pool.checkout() {
+            return Ok(UpstreamConn::new(io, server.clone(), requests, true));
+        }
+        self.connect(server).await
+    }
+
+    /// A new connection to `server`.
+    pub(crate) async fn connect(&self, server: &Arc<Server>) -> Result<UpstreamConn> {
+        let connecting = TcpStream::connect(server.addr);
+        let io = match tokio::time::timeout(self.timeouts.connect, connecting).await {
+            Err(_) => {
+                return Err(Error::new(ErrorKind::UpstreamConnect, "connect_timeout").retryable());
+            }
+            Ok(Err(e)) => {
+                return Err(
+                    Error::new(ErrorKind::UpstreamConnect, "connecting upstream")
+                        .with_cause(e)
+                        .retryable(),
+                );
+            }
+            Ok(Ok(io)) => io,
+        };
+        let _ = io.set_nodelay(true);
+        Ok(UpstreamConn::new(io, server.clone(), 0, false))
+    }
+
+    /// Close idle connections past their timeout.
+    pub(crate) fn sweep(&self) {
+        for s in &self.servers {
+            s.pool.sweep();
+        }
+    }
+}
