@@ -12,15 +12,19 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import rproxy  # noqa: E402
-from rproxy.engine import Engine  # noqa: E402
-from support.origin import Origin  # noqa: E402
+import rproxy
+from rproxy.engine import Engine
+from support.origin import Origin
 
 StartProxy = Callable[..., Engine]
 
 
-def proxy_config(origin_addr: str | list[str], server: dict[str, Any] | None = None,
-                 upstream: dict[str, Any] | None = None, routes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def proxy_config(
+    origin_addr: str | list[str],
+    server: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    routes: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A one-pool configuration in front of ``origin_addr``."""
     servers = [origin_addr] if isinstance(origin_addr, str) else origin_addr
     return {

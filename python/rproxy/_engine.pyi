@@ -1,11 +1,15 @@
 """Type stubs for the compiled engine module (rust/src/python.rs)."""
 
 from collections.abc import Callable
+from typing import final
 
+__all__ = ["Engine", "version"]
+
+@final
 class Engine:
     """An engine built from a validated configuration in JSON form."""
 
-    def __init__(self, config_json: str) -> None: ...
+    def __new__(cls, config_json: str) -> Engine: ...
     def start(self) -> list[str]:
         """Bind the listeners and serve on a background thread; returns the bound addresses."""
     def stop(self) -> None:

@@ -13,6 +13,7 @@ to find where things are, never to decide whether they are well-formed.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from collections.abc import Iterator
 
 Path = tuple[str | int, ...]
@@ -31,10 +32,9 @@ class Positions:
         self.values: dict[Path, tuple[int, int]] = {}
         self._arrays: dict[Path, int] = {}
         self._i = 0
-        try:
+        # Truncated or unexpected text: keep what was found.
+        with contextlib.suppress(IndexError):
             self._document()
-        except IndexError:
-            pass  # Truncated or unexpected text: keep what was found.
 
     def locate(self, path: Path) -> tuple[int, int]:
         """Where ``path`` is written: its value, else its key, else the

@@ -83,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         if debug:
             traceback.print_exc()
-        print(f"rproxy: error: {e.strerror or e}" if e.errno and e.filename else f"rproxy: error: {e}",
-              file=sys.stderr)
+        message = e.strerror or str(e)
+        if e.filename:
+            message += f": {e.filename}"
+        print(f"rproxy: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

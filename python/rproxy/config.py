@@ -25,17 +25,17 @@ from rproxy._toml_positions import Positions
 from rproxy.errors import ConfigError, ConfigIssue
 
 __all__ = [
-    "Address",
-    "Config",
-    "Key",
     "REQUIRED",
     "RESPOND_KEYS",
     "ROUTE_KEYS",
+    "SERVER_KEYS",
+    "UPSTREAM_KEYS",
+    "Address",
+    "Config",
+    "Key",
     "RespondSettings",
     "RouteSettings",
-    "SERVER_KEYS",
     "ServerSettings",
-    "UPSTREAM_KEYS",
     "UpstreamSettings",
     "load",
     "loads",
@@ -58,26 +58,76 @@ class Key:
 
 
 SERVER_KEYS: tuple[Key, ...] = (
-    Key("listen", "listen", ["127.0.0.1:8080"], 'addresses to accept clients on, "host:port" (":8080" is every interface; port 0 picks one)'),
-    Key("workers", "workers", "auto", 'worker processes sharing the listeners (SO_REUSEPORT), or "auto" for one per CPU'),
+    Key(
+        "listen",
+        "listen",
+        ["127.0.0.1:8080"],
+        'addresses to accept clients on, "host:port" (":8080" is every interface; port 0 picks one)',
+    ),
+    Key(
+        "workers", "workers", "auto", 'worker processes sharing the listeners (SO_REUSEPORT), or "auto" for one per CPU'
+    ),
     Key("threads", "int", 1, "engine threads in each worker process", minimum=1),
-    Key("client_header_timeout", "duration", "10s", "time a client has to send a request's header section, from its first byte (slowloris defence)"),
+    Key(
+        "client_header_timeout",
+        "duration",
+        "10s",
+        "time a client has to send a request's header section, from its first byte (slowloris defence)",
+    ),
     Key("client_body_timeout", "duration", "60s", "time allowed between two reads of a request body"),
-    Key("keepalive_timeout", "duration0", "60s", "time an idle keep-alive client connection stays open (0s disables keep-alive)"),
+    Key(
+        "keepalive_timeout",
+        "duration0",
+        "60s",
+        "time an idle keep-alive client connection stays open (0s disables keep-alive)",
+    ),
     Key("max_body_size", "size", "128MiB", "largest request body accepted; larger ones get 413"),
-    Key("max_header_bytes", "size", "64KiB", "largest request header section, request line included; larger ones get 431", minimum=1024),
+    Key(
+        "max_header_bytes",
+        "size",
+        "64KiB",
+        "largest request header section, request line included; larger ones get 431",
+        minimum=1024,
+    ),
     Key("max_headers", "int", 100, "most header fields in a request; more get 431", minimum=1),
     Key("max_uri_size", "size", "8KiB", "longest request target; longer ones get 414", minimum=16),
-    Key("max_connections", "int", 10000, "most simultaneous client connections, shared out between the workers", minimum=1),
+    Key(
+        "max_connections",
+        "int",
+        10000,
+        "most simultaneous client connections, shared out between the workers",
+        minimum=1,
+    ),
     Key("shutdown_timeout", "duration", "10s", "on SIGTERM/SIGINT, time in-flight requests get to finish"),
-    Key("request_buffer_size", "size", "64KiB", "request body bytes read before choosing an upstream; a body that fits is checked whole before any of it is sent, and can be retried"),
+    Key(
+        "request_buffer_size",
+        "size",
+        "64KiB",
+        "request body bytes read before choosing an upstream; a body that fits is checked whole "
+        "before any of it is sent, and can be retried",
+    ),
 )
 
 UPSTREAM_KEYS: tuple[Key, ...] = (
     Key("servers", "servers", REQUIRED, 'the pool\'s servers, "host:port"; tried round-robin'),
-    Key("connect_timeout", "duration", "2s", "time allowed to connect to a server; beyond it the next server is tried, then 502"),
-    Key("response_timeout", "duration", "30s", "time from sending a request to receiving the response headers; beyond it 504"),
-    Key("body_idle_timeout", "duration", "60s", "time allowed between two reads of a response body, or two writes of a request body"),
+    Key(
+        "connect_timeout",
+        "duration",
+        "2s",
+        "time allowed to connect to a server; beyond it the next server is tried, then 502",
+    ),
+    Key(
+        "response_timeout",
+        "duration",
+        "30s",
+        "time from sending a request to receiving the response headers; beyond it 504",
+    ),
+    Key(
+        "body_idle_timeout",
+        "duration",
+        "60s",
+        "time allowed between two reads of a response body, or two writes of a request body",
+    ),
     Key("keepalive", "int", 64, "idle keep-alive connections kept per server (0 disables reuse)"),
     Key("keepalive_timeout", "duration0", "60s", "time an idle upstream connection is kept"),
     Key("keepalive_requests", "int", 1000, "requests sent over one upstream connection before it is closed", minimum=1),
@@ -281,6 +331,15 @@ def _type_name(v: object) -> str:
             list: "an array", dict: "a table"}.get(type(v), type(v).__name__)  # fmt: skip
 
 
+def _show(v: object) -> str:
+    """A value as it would be written in TOML."""
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v)
+
+
 class _Checker:
     def __init__(self, file: str, positions: Positions) -> None:
         self.file = file
@@ -302,8 +361,9 @@ class _Checker:
                 self.error(path + (k,), f"unknown key{hint}", at_key=True)
         return value
 
-    def settings(self, path: KeyPath, table: Mapping[str, Any], keys: Sequence[Key],
-                 inherited: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def settings(
+        self, path: KeyPath, table: Mapping[str, Any], keys: Sequence[Key], inherited: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Check each key of ``table`` against ``keys``; fill in defaults."""
         out: dict[str, Any] = {}
         for key in keys:
@@ -357,13 +417,13 @@ class _Checker:
                 if v == "auto":
                     return len(os.sched_getaffinity(0)) or 1
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise ValueError(f'expected a positive integer or "auto", got {v!r}')
+                    raise ValueError(f'expected a positive integer or "auto", got {_show(v)}')
                 return v
             if kind in ("listen", "servers"):
                 return self.addresses(path, v, listen=kind == "listen")
             if kind == "status":
                 if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 599:
-                    raise ValueError(f"expected a status code from 200 to 599, got {v!r}")
+                    raise ValueError(f"expected a status code from 200 to 599, got {_show(v)}")
                 return v
             if kind == "headers":
                 return self.header_table(path, v)
@@ -497,10 +557,9 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path) -> Config:
     raw_routes = raw.get("routes", [])
     if not isinstance(raw_routes, list):
         c.error(("routes",), "expected an array of tables ([[routes]])")
-        raw_routes = []
-    if not raw_routes:
+    elif not raw_routes:
         c.error(("routes",) if "routes" in raw else (), "no routes: add at least one [[routes]] entry")
-    for i, route in enumerate(raw_routes):
+    for i, route in enumerate(raw_routes if isinstance(raw_routes, list) else []):
         t = c.table(("routes", i), route, [k.name for k in ROUTE_KEYS])
         if t is None:
             continue

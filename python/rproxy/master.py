@@ -10,6 +10,7 @@ connections between them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -53,8 +54,9 @@ class _State:
 class Master:
     """Supervises the worker processes of one configuration."""
 
-    def __init__(self, config: Config, *, workers: int | None = None,
-                 out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, config: Config, *, workers: int | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    ) -> None:
         self.config = config
         self.count = workers or config.server.workers
         self.out = out
@@ -223,10 +225,8 @@ class Master:
     def _stop_workers(self) -> None:
         workers = [w for w in self._state.workers if w.proc.poll() is None]
         for w in workers:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 w.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + self.config.server.shutdown_timeout + KILL_GRACE
         for w in workers:
             left = max(0.0, deadline - time.monotonic())

@@ -14,17 +14,33 @@ from rproxy.config import REQUIRED, RESPOND_KEYS, ROUTE_KEYS, SERVER_KEYS, UPSTR
 __all__ = ["render_reference", "render_starter"]
 
 
+def _value(value: Any) -> str:
+    """``value`` in TOML, on one line (tomli-w writes scalars; arrays and
+    tables are kept inline so the starter reads like hand-written TOML)."""
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
+
+def _key(name: str) -> str:
+    return tomli_w.dumps({name: 0}).rsplit(" = ", 1)[0]
+
+
 def _line(name: str, value: Any) -> str:
-    return tomli_w.dumps({name: value}).rstrip("\n")
+    return f"{_key(name)} = {_value(value)}"
 
 
 def _comment(text: str) -> list[str]:
-    return ["# " + line for line in textwrap.wrap(text, 76)]
+    return ["# " + line for line in textwrap.wrap(text, 76, break_on_hyphens=False)]
 
 
 def _keys(keys: Iterable[Key], active: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for key in keys:
+        if out:
+            out.append("")
         out += _comment(key.help)
         if key.name in active:
             out.append(_line(key.name, active[key.name]))
@@ -71,7 +87,7 @@ def _table(title: str, intro: str, keys: Iterable[Key]) -> list[str]:
         elif key.default is None:
             default = "—"
         else:
-            default = "`" + _line("x", key.default).removeprefix("x = ") + "`"
+            default = "`" + _value(key.default) + "`"
         out.append(f"| `{key.name}` | {default} | {key.help} |")
     return out + [""]
 
@@ -90,7 +106,7 @@ def render_reference() -> str:
         "",
         'Durations are strings with a unit: `"500ms"`, `"10s"`, `"2m"`, `"1h"`, `"1m30s"`.',
         'Sizes are bytes, or strings with a unit: `"512B"`, `"64KiB"`, `"16MiB"`, `"1GiB"`',
-        '(`K`/`M`/`G` are binary too; `KB`/`MB`/`GB` are decimal).',
+        "(`K`/`M`/`G` are binary too; `KB`/`MB`/`GB` are decimal).",
         "",
         *_table("[server]", "Listeners and client-side timeouts and limits.", SERVER_KEYS),
         *_table(

@@ -8,11 +8,11 @@ import socket
 import h2.config
 import h2.connection
 import h2.events
+
 from conftest import StartProxy, proxy_config
+from rproxy.engine import Engine
 from support.client import Reader, build, connect, request
 from support.origin import Origin, Received, Reply
-
-from rproxy.engine import Engine
 
 
 def addr(engine: Engine) -> str:
@@ -167,8 +167,17 @@ def test_h2c_prior_knowledge(proxy: Engine, origin: Origin) -> None:
         conn.initiate_connection()
         s.sendall(conn.data_to_send())
         for stream_id, path in [(1, "/h2/a"), (3, "/h2/b")]:
-            conn.send_headers(stream_id, [(":method", "POST"), (":path", path), (":scheme", "http"),
-                                          (":authority", "h2.test"), ("cookie", "a=1"), ("cookie", "b=2")])
+            conn.send_headers(
+                stream_id,
+                [
+                    (":method", "POST"),
+                    (":path", path),
+                    (":scheme", "http"),
+                    (":authority", "h2.test"),
+                    ("cookie", "a=1"),
+                    ("cookie", "b=2"),
+                ],
+            )
             conn.send_data(stream_id, b"payload", end_stream=True)
         s.sendall(conn.data_to_send())
         bodies: dict[int, bytes] = {1: b"", 3: b""}
@@ -196,10 +205,13 @@ def test_h2c_prior_knowledge(proxy: Engine, origin: Origin) -> None:
 
 
 def test_respond_route_answers_without_upstream(origin: Origin, start_proxy: StartProxy) -> None:
-    config = proxy_config(origin.addr, routes=[
-        {"path_prefix": "/healthz", "respond": {"status": 200, "body": "ok\n", "headers": {"X-Check": "1"}}},
-        {"path_prefix": "/api/", "upstream": "app"},
-    ])
+    config = proxy_config(
+        origin.addr,
+        routes=[
+            {"path_prefix": "/healthz", "respond": {"status": 200, "body": "ok\n", "headers": {"X-Check": "1"}}},
+            {"path_prefix": "/api/", "upstream": "app"},
+        ],
+    )
     engine = start_proxy(config)
     resp = request(addr(engine), "GET", "/healthz")
     assert (resp.status, resp.body, resp.header("x-check")) == (200, b"ok\n", "1")

@@ -4,11 +4,11 @@ right status, the connection is closed, and nothing reaches the upstream."""
 from __future__ import annotations
 
 import pytest
+
 from conftest import StartProxy, proxy_config
+from rproxy.engine import Engine
 from support.client import exchange_raw
 from support.origin import Origin
-
-from rproxy.engine import Engine
 
 H = "Host: test.local\r\n"
 
@@ -30,8 +30,11 @@ CASES = [
     ("te-http10", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
     ("chunk-size-bad", f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk-size-space", f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n", 400),
-    ("chunk-size-overflow", f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n"
-                            "fffffffffffffffff\r\nhello\r\n0\r\n\r\n", 400),
+    (
+        "chunk-size-overflow",
+        f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        400,
+    ),
     ("chunk-bare-lf", f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400),
     ("chunk-data-overrun", f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", 400),
     ("nul-in-value", f"GET / HTTP/1.1\r\n{H}X-A: a\x00b\r\n\r\n", 400),
@@ -66,8 +69,7 @@ def test_rejected_and_never_forwarded(proxy: Engine, origin: Origin, raw: str, s
 
 def test_body_over_max_body_size(origin: Origin, start_proxy: StartProxy) -> None:
     engine = start_proxy(proxy_config(origin.addr, server={"max_body_size": "40KiB"}))
-    resp, closed = exchange_raw(engine.addresses[0], (
-        f"POST / HTTP/1.1\r\n{H}Content-Length: 40961\r\n\r\n").encode())
+    resp, closed = exchange_raw(engine.addresses[0], (f"POST / HTTP/1.1\r\n{H}Content-Length: 40961\r\n\r\n").encode())
     assert resp is not None and resp.status == 413 and closed
     # Chunked: the limit is enforced while reading (here within request_buffer_size).
     chunk = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"

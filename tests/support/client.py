@@ -36,8 +36,14 @@ def connect(addr: str, timeout: float = 5.0) -> socket.socket:
     return sock
 
 
-def build(method: str = "GET", target: str = "/", headers: list[tuple[str, str]] | None = None,
-          body: bytes = b"", version: str = "HTTP/1.1", host: str | None = "test.local") -> bytes:
+def build(
+    method: str = "GET",
+    target: str = "/",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    version: str = "HTTP/1.1",
+    host: str | None = "test.local",
+) -> bytes:
     lines = [f"{method} {target} {version}"]
     if host is not None:
         lines.append(f"Host: {host}")
@@ -125,8 +131,15 @@ class Reader:
         return False
 
 
-def request(addr: str, method: str = "GET", target: str = "/", headers: list[tuple[str, str]] | None = None,
-            body: bytes = b"", version: str = "HTTP/1.1", host: str | None = "test.local") -> Response:
+def request(
+    addr: str,
+    method: str = "GET",
+    target: str = "/",
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+    version: str = "HTTP/1.1",
+    host: str | None = "test.local",
+) -> Response:
     """Send one request on a new connection and read the response."""
     with connect(addr) as sock:
         sock.sendall(build(method, target, headers, body, version, host))

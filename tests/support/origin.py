@@ -9,6 +9,7 @@ malformed responses), or a :class:`Takeover` that gets the socket.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import threading
@@ -103,10 +104,8 @@ class Origin:
         self._listener.close()
         with self._lock:
             for s in self._socks:
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
     def wait_requests(self, n: int, timeout: float = 5.0) -> list[Received]:
@@ -162,8 +161,16 @@ class Origin:
         finally:
             sock.close()
 
-    def _read_body(self, sock: socket.socket, buf: bytes, method: str, target: str, version: str,
-                   headers: list[tuple[str, str]], conn_id: int) -> tuple[Received, bytes]:
+    def _read_body(
+        self,
+        sock: socket.socket,
+        buf: bytes,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        conn_id: int,
+    ) -> tuple[Received, bytes]:
         te = next((v for k, v in headers if k.lower() == "transfer-encoding"), None)
         cl = next((v for k, v in headers if k.lower() == "content-length"), None)
         digest = hashlib.sha256()
@@ -207,8 +214,9 @@ class Origin:
                 piece, buf = buf[:left], buf[left:]
                 take(piece)
                 left -= len(piece)
-        req = Received(method, target, version, headers, bytes(kept), total, digest.hexdigest(),
-                       te is not None, trailers, conn_id)
+        req = Received(
+            method, target, version, headers, bytes(kept), total, digest.hexdigest(), te is not None, trailers, conn_id
+        )
         return req, buf
 
     def _send(self, sock: socket.socket, req: Received, reply: Reply) -> bool:

@@ -1,0 +1,302 @@
+"""rproxy against nginx, on this machine, in one run.
+
+    python loadtests/bench.py                 # 3 rounds x 10 s per size and proxy
+    python loadtests/bench.py --duration 3 --rounds 1   # a quick look
+
+An origin nginx serves a 1 KiB and a 64 KiB response. In front of it run
+nginx as a reverse proxy (2 workers, upstream keep-alive) and rproxy
+(2 workers). wrk (-t2 -c64) loads each proxy in turn, rounds interleaved so
+that drift of this shared machine hits both alike. For each run it records
+requests/s, p50/p99 latency and the proxy's CPU time per request (user +
+system of its master and workers, from /proc), and prints medians with
+rproxy/nginx ratios. nginx and wrk are installed from Debian if missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIZES = {"1k": 1024, "64k": 64 * 1024}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    proxy: str
+    size: str
+    round: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us_per_req: float
+    errors: int
+
+
+def ensure_tools() -> None:
+    missing = [
+        pkg
+        for tool, pkg in (("nginx", "nginx-light"), ("wrk", "wrk"))
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
+    ]
+    if missing:
+        print(f"installing {' '.join(missing)} ...", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing],
+            check=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
+
+
+def free_port() -> int:
+    # Only for the peers' own config files (nginx cannot report a port it picked).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def nginx_bin() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_nginx(workdir: Path, name: str, body: str) -> subprocess.Popen[bytes]:
+    conf = workdir / f"{name}.conf"
+    conf.write_text(f"""
+daemon off;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}.error.log warn;
+{body}
+""")
+    return subprocess.Popen([nginx_bin(), "-c", str(conf), "-p", str(workdir)])
+
+
+def origin_conf(workdir: Path, port: int) -> str:
+    www = workdir / "www"
+    www.mkdir(exist_ok=True)
+    for name, size in SIZES.items():
+        (www / name).write_bytes(b"x" * size)
+    return f"""
+worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        root {www};
+        location / {{ }}
+    }}
+}}"""
+
+
+def nginx_proxy_conf(port: int, origin: int) -> str:
+    return f"""
+worker_processes 2;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream origin {{
+        server 127.0.0.1:{origin};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}"""
+
+
+def rproxy_conf(port: int, origin: int, extra: str = "") -> str:
+    return f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+workers = 2
+
+[upstreams.origin]
+servers = ["127.0.0.1:{origin}"]
+
+[[routes]]
+path_prefix = "/"
+upstream = "origin"
+{extra}"""
+
+
+def pids_of(root: int) -> list[int]:
+    """``root`` and all its descendants."""
+    out = [root]
+    for pid in out:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        out += [int(c) for c in children]
+    return out
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total
+
+
+def parse_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+
+def run_wrk(port: int, path: str, duration: int, threads: int, conns: int) -> tuple[int, float, float, float, int]:
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = parse_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = parse_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return requests, rps, p50, p99, errors
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring each proxy")
+    ap.add_argument("--json", type=Path, help="also write the runs here")
+    args = ap.parse_args()
+
+    ensure_tools()
+    runs: list[Run] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="rproxy-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # nginx workers run as an unprivileged user
+        try:
+            origin_port, nginx_port, rproxy_port = free_port(), free_port(), free_port()
+            procs.append(start_nginx(work, "origin", origin_conf(work, origin_port)))
+            procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port)))
+            (work / "rproxy.toml").write_text(rproxy_conf(rproxy_port, origin_port))
+            rproxy = subprocess.Popen(
+                [sys.executable, "-m", "rproxy", "run", str(work / "rproxy.toml")], stdout=subprocess.DEVNULL
+            )
+            procs.append(rproxy)
+            proxies = {"nginx": (procs[1].pid, nginx_port), "rproxy": (rproxy.pid, rproxy_port)}
+            for port in (origin_port, nginx_port, rproxy_port):
+                wait_port(port)
+            for _, port in proxies.values():
+                for path in ("/1k", "/64k"):
+                    run_wrk(port, path, args.warmup, args.threads, args.connections)
+            for rnd in range(1, args.rounds + 1):
+                for size in SIZES:
+                    for name, (pid, port) in proxies.items():
+                        pids = pids_of(pid)
+                        before = cpu_ticks(pids)
+                        requests, rps, p50, p99, errors = run_wrk(
+                            port, f"/{size}", args.duration, args.threads, args.connections
+                        )
+                        cpu_us = (cpu_ticks(pids) - before) / CLK_TCK * 1e6 / max(requests, 1)
+                        run = Run(name, size, rnd, requests, rps, p50, p99, cpu_us, errors)
+                        runs.append(run)
+                        print(
+                            f"round {rnd} {size:>3} {name:<7} {rps:>10.0f} req/s  p50 {p50:6.2f} ms  "
+                            f"p99 {p99:6.2f} ms  {cpu_us:6.1f} CPU-us/req  errors {errors}",
+                            file=sys.stderr,
+                        )
+        finally:
+            for p in reversed(procs):
+                stop(p)
+
+    print(report(runs, args))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    return 0
+
+
+def report(runs: list[Run], args: argparse.Namespace) -> str:
+    def med(proxy: str, size: str, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in runs if r.proxy == proxy and r.size == size)
+
+    lines = [
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        f"nginx: {subprocess.run([nginx_bin(), '-v'], capture_output=True, text=True, check=False).stderr.strip()}; "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} interleaved round(s), "
+        f"{args.warmup}s warm-up; medians",
+        "",
+        "| size | proxy | req/s | p50 ms | p99 ms | CPU-µs/req | req/s vs nginx | CPU/req vs nginx |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size in SIZES:
+        base_rps, base_cpu = med("nginx", size, "rps"), med("nginx", size, "cpu_us_per_req")
+        for proxy in ("nginx", "rproxy"):
+            rps, cpu = med(proxy, size, "rps"), med(proxy, size, "cpu_us_per_req")
+            lines.append(
+                f"| {size} | {proxy} | {rps:.0f} | {med(proxy, size, 'p50_ms'):.2f} | {med(proxy, size, 'p99_ms'):.2f} "
+                f"| {cpu:.1f} | {rps / base_rps:.2f}× | {cpu / base_cpu:.2f}× |"
+            )
+    errors = sum(r.errors for r in runs)
+    lines.append("")
+    lines.append(f"errors (non-2xx or socket) across all runs: {errors}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

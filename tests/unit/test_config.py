@@ -1,0 +1,158 @@
+"""Configuration: golden error messages, units, positions, defaults, and the
+engine form."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import rproxy
+from rproxy import cli
+from rproxy._toml_positions import Positions
+from rproxy.config import Address, parse_duration, parse_size
+from rproxy.errors import ConfigError
+
+GOLDEN = Path(__file__).parent.parent / "golden" / "config"
+CASES = sorted(p.stem for p in GOLDEN.glob("*.toml"))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_error_messages_match_golden_files(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rproxy check` output for each broken file; RPROXY_UPDATE_GOLDEN=1 rewrites them."""
+    monkeypatch.chdir(GOLDEN)
+    assert cli.main(["check", f"{name}.toml"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "Traceback" not in err
+    golden = GOLDEN / f"{name}.err"
+    if os.environ.get("RPROXY_UPDATE_GOLDEN"):
+        golden.write_text(err)
+    assert err == golden.read_text()
+
+
+def test_debug_shows_a_traceback(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(GOLDEN)
+    assert cli.main(["check", "--debug", "invalid_toml.toml"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        rproxy.load(GOLDEN / "bad_values.toml")
+    assert len(info.value.issues) >= 10
+    first = info.value.issues[0]
+    assert (first.line, first.col, first.path) == (2, 11, "server.listen[0]")
+
+
+def test_durations_and_sizes() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("1m30s") == 90
+    assert parse_duration("2h") == 7200
+    assert parse_size("64KiB") == 65536
+    assert parse_size("16MiB") == 16 << 20
+    assert parse_size("1GB") == 10**9
+    assert parse_size("8k") == 8192
+    assert parse_size(512) == 512
+    for bad in ["10", "s", "", "1.5.5s", "10 s"]:
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    for bad in ["lots", "1.5MiB", "-1", "MiB"]:
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_positions_of_keys_and_values() -> None:
+    text = '''# comment
+[server]
+listen = [ "a:1",
+  "b:2" ]  # trailing
+"quoted.key" = { x = 1, y = [1, 2] }
+
+[[routes]]
+path_prefix = "/"
+[[routes]]
+a.b = 'lit'
+[routes.sub]
+k = """multi
+line"""
+v = 2
+'''
+    p = Positions(text)
+    assert p.values[("server", "listen", 0)] == (3, 12)
+    assert p.values[("server", "listen", 1)] == (4, 3)
+    assert p.keys[("server", "quoted.key", "y")] == (5, 25)
+    assert p.values[("server", "quoted.key", "y", 1)] == (5, 33)
+    assert p.keys[("routes", 0)] == (7, 1)
+    assert p.values[("routes", 0, "path_prefix")] == (8, 15)
+    assert p.values[("routes", 1, "a", "b")] == (10, 7)
+    assert p.keys[("routes", 1, "sub")] == (11, 1)
+    assert p.values[("routes", 1, "sub", "v")] == (14, 5)
+    assert p.locate(("routes", 1, "missing")) == (9, 1)
+    assert p.locate(("nowhere",)) == (1, 1)
+
+
+def test_defaults_and_inheritance() -> None:
+    cfg = rproxy.loads("""
+[defaults.upstream]
+connect_timeout = "250ms"
+
+[upstreams.a]
+servers = ["localhost:9000"]
+
+[upstreams.b]
+servers = ["[::1]:9001"]
+connect_timeout = "1s"
+
+[[routes]]
+path_prefix = "/"
+upstream = "a"
+""")
+    assert cfg.server.listen == (Address("127.0.0.1", 8080),)
+    assert cfg.server.client_header_timeout == 10
+    assert cfg.server.max_body_size == 128 << 20
+    assert cfg.server.max_header_bytes == 64 << 10
+    assert cfg.upstreams["a"].connect_timeout == 0.25
+    assert cfg.upstreams["a"].servers == (Address("127.0.0.1", 9000),)
+    assert cfg.upstreams["b"].connect_timeout == 1
+    assert cfg.upstreams["b"].response_timeout == 30
+    assert str(cfg.upstreams["b"].servers[0]) == "[::1]:9001"
+
+
+def test_engine_form() -> None:
+    cfg = rproxy.loads("""
+[server]
+listen = [":8080", "127.0.0.1:8081"]
+max_connections = 1001
+
+[upstreams.app]
+servers = ["127.0.0.1:9000"]
+
+[[routes]]
+path_prefix = "/ok"
+respond = { status = 204, headers = { "X-A" = "1" } }
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+""")
+    engine = cfg.engine_config(workers=2)
+    assert engine["server"]["listen"] == ["0.0.0.0:8080", "127.0.0.1:8081"]
+    assert engine["server"]["max_connections"] == 501
+    assert engine["server"]["client_header_timeout"] == 10_000
+    assert engine["upstreams"]["app"]["connect_timeout"] == 2000
+    assert engine["routes"][0] == {
+        "path_prefix": "/ok",
+        "respond": {"status": 204, "body": "", "headers": [["X-A", "1"]]},
+    }
+    assert engine["routes"][1] == {"path_prefix": "/", "upstream": "app"}
+    # The engine accepts exactly this form.
+    rproxy.Engine(cfg)
+
+
+def test_unreadable_file() -> None:
+    with pytest.raises(ConfigError, match=r"missing\.toml:0:0: error: cannot read: No such file or directory"):
+        rproxy.load("missing.toml")
