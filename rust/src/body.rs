@@ -53,6 +53,11 @@ impl RequestBody {
         }
     }
 
+    /// Whether the declared length (Content-Length) already exceeds the limit.
+    pub fn declared_too_large(&self) -> bool {
+        self.size_hint().exact().is_some_and(|n| n > self.limit)
+    }
+
     /// Whether the body is known to have no (more) bytes.
     pub fn is_empty(&self) -> bool {
         self.is_end_stream()

@@ -290,6 +290,12 @@ async fn prebuffer(mut body: RequestBody, limit: usize) -> Result<OutBody> {
     if body.is_end_stream() {
         return Ok(out);
     }
+    if body.declared_too_large() {
+        return Err(Error::new(
+            ErrorKind::BodyTooLarge,
+            "Content-Length above max_body_size",
+        ));
+    }
     let mut size = 0usize;
     loop {
         if size >= limit {

@@ -204,6 +204,53 @@ def test_h2c_prior_knowledge(proxy: Engine, origin: Origin) -> None:
     assert seen[0].header("via") == "2 rproxy"
 
 
+def h2_exchange(address: str, headers: list[tuple[str, str]], body: bytes) -> tuple[str, bytes]:
+    """One HTTP/2 request with prior knowledge: (status, body)."""
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        # Outbound validation off: tests send requests a careful client would not.
+        config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False)
+        conn = h2.connection.H2Connection(config)
+        conn.initiate_connection()
+        conn.send_headers(1, headers, end_stream=not body)
+        if body:
+            conn.send_data(1, body, end_stream=True)
+        s.sendall(conn.data_to_send())
+        status, data = "", b""
+        while True:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed early"
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers)[b":status"].decode()
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                elif isinstance(event, h2.events.StreamEnded | h2.events.StreamReset):
+                    return status, data
+            s.sendall(conn.data_to_send())
+
+
+def test_h2_declared_length_over_the_limit_is_413(origin: Origin, start_proxy: StartProxy) -> None:
+    engine = start_proxy(proxy_config(origin.addr, server={"max_body_size": "1KiB"}))
+    headers = [
+        (":method", "POST"),
+        (":path", "/"),
+        (":scheme", "http"),
+        (":authority", "h2.test"),
+        ("content-length", "2000"),
+    ]
+    status, _ = h2_exchange(addr(engine), headers, b"x" * 2000)
+    assert status == "413"
+    assert origin.connections == 0
+
+
+def test_h2_authority_and_host_must_agree(proxy: Engine, origin: Origin) -> None:
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a.test"), ("host", "b.test")]
+    status, _ = h2_exchange(addr(proxy), headers, b"")
+    assert status == "400"
+    assert origin.connections == 0
+
+
 def test_respond_route_answers_without_upstream(origin: Origin, start_proxy: StartProxy) -> None:
     config = proxy_config(
         origin.addr,

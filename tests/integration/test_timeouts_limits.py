@@ -84,3 +84,14 @@ def test_max_connections_pauses_accepting(origin: Origin, start_proxy: StartProx
     finally:
         for s in (first, second, third):
             s.close()
+
+
+def test_keepalive_timeout_zero_disables_keep_alive(origin: Origin, start_proxy: StartProxy) -> None:
+    engine = start_proxy(proxy_config(origin.addr, server={"keepalive_timeout": "0s"}))
+    with connect(engine.addresses[0]) as s:
+        s.sendall(build("GET", "/"))
+        reader = Reader(s)
+        resp = reader.response()
+        assert resp.status == 200
+        assert resp.header("connection") == "close"
+        assert reader.closed()

@@ -57,6 +57,11 @@ impl WriteQueue {
         }
     }
 
+    /// The buffer small writes go to, for encoding a head in place.
+    pub fn scratch_mut(&mut self) -> &mut BytesMut {
+        &mut self.scratch
+    }
+
     /// Append body bytes, copying only small ones.
     pub fn push(&mut self, data: Bytes) {
         if data.len() <= COPY_MAX {
@@ -73,7 +78,8 @@ impl WriteQueue {
         if data.is_empty() {
             return;
         }
-        self.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        write_hex(&mut self.scratch, data.len());
+        self.scratch.extend_from_slice(b"\r\n");
         self.push(data);
         self.put_slice(b"\r\n");
     }
@@ -167,6 +173,22 @@ pub fn write_request_line(out: &mut BytesMut, method: &Method, target: &str) {
     out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
+/// Append a number in lower-case hexadecimal (a chunk size).
+pub fn write_hex(out: &mut BytesMut, n: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Append a decimal number.
 pub fn write_decimal(out: &mut BytesMut, n: u64) {
     let mut digits = [0u8; 20];
@@ -236,10 +258,11 @@ mod tests {
         write_status_line(&mut out, Version::HTTP_11, StatusCode::BAD_GATEWAY);
         write_request_line(&mut out, &Method::POST, "/x?y");
         write_decimal(&mut out, 0);
+        write_hex(&mut out, 0x1f0a);
         write_decimal(&mut out, 18_446_744_073_709_551_615);
         assert_eq!(
             &out[..],
-            b"HTTP/1.1 502 Bad Gateway\r\nPOST /x?y HTTP/1.1\r\n018446744073709551615"
+            b"HTTP/1.1 502 Bad Gateway\r\nPOST /x?y HTTP/1.1\r\n01f0a18446744073709551615"
         );
         assert_eq!(http_date().len(), 29);
     }

@@ -427,6 +427,7 @@ impl H1Conn {
         let keep_alive = keep_alive
             && body_ok
             && drainable
+            && !self.ctx.config.keepalive_timeout.is_zero()
             && !*self.shutdown.borrow()
             && resp.extensions().get::<CloseConnection>().is_none();
 
@@ -487,8 +488,8 @@ impl H1Conn {
         let keep_length =
             bodiless && (method == Method::HEAD || status == StatusCode::NOT_MODIFIED);
 
-        let mut head = BytesMut::with_capacity(256);
-        encode::write_status_line(&mut head, Version::HTTP_11, status);
+        let head = self.out.scratch_mut();
+        encode::write_status_line(head, Version::HTTP_11, status);
         for (name, value) in &parts.headers {
             if (name == header::CONTENT_LENGTH && !keep_length)
                 || name == header::TRANSFER_ENCODING
@@ -509,7 +510,7 @@ impl H1Conn {
         match framing {
             Framing::Length(n) => {
                 head.extend_from_slice(b"content-length: ");
-                encode::write_decimal(&mut head, n);
+                encode::write_decimal(head, n);
                 head.extend_from_slice(b"\r\n");
             }
             Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -517,7 +518,7 @@ impl H1Conn {
                 if method == Method::HEAD && !parts.headers.contains_key(header::CONTENT_LENGTH) {
                     if let Some(n) = exact.filter(|n| *n > 0) {
                         head.extend_from_slice(b"content-length: ");
-                        encode::write_decimal(&mut head, n);
+                        encode::write_decimal(head, n);
                         head.extend_from_slice(b"\r\n");
                     }
                 }
@@ -530,7 +531,6 @@ impl H1Conn {
             head.extend_from_slice(b"connection: keep-alive\r\n");
         }
         head.extend_from_slice(b"\r\n");
-        self.out.put_slice(&head);
 
         if framing != Framing::Empty {
             self.write_body(&mut body, framing).await?;

@@ -129,6 +129,14 @@ impl UpstreamConn {
         };
 
         let mut q = WriteQueue::default();
+        if body.prefix.is_empty() && body.rest.is_none() && !body.chunked {
+            match lazy_timeout(t.body_idle, self.io.write_all(head)).await {
+                None => return Err(write_timeout()),
+                Some(Err(e)) => return Err(write_failed(e, self.reused)),
+                Some(Ok(())) => {}
+            }
+            return self.finish_exchange(method, t, true).await;
+        }
         q.push_shared(head.clone());
         for piece in &body.prefix {
             if body.chunked {
@@ -210,6 +218,15 @@ impl UpstreamConn {
             }
         }
 
+        self.finish_exchange(method, t, sent_all).await
+    }
+
+    async fn finish_exchange(
+        &mut self,
+        method: &Method,
+        t: &Timeouts,
+        sent_all: bool,
+    ) -> Result<(ResponseHead, bool), ExchangeError> {
         match lazy_timeout(t.response, self.read_head(method, t)).await {
             None => Err(ExchangeError {
                 error: Error::new(ErrorKind::UpstreamTimeout, "response_timeout"),
