@@ -76,6 +76,12 @@ SERVER_KEYS: tuple[Key, ...] = (
     ),
     Key("client_body_timeout", "duration", "60s", "time allowed between two reads of a request body"),
     Key(
+        "send_timeout",
+        "duration",
+        "60s",
+        "time a write to a client may make no progress (the client stopped reading); then the connection is closed",
+    ),
+    Key(
         "keepalive_timeout",
         "duration0",
         "60s",
@@ -168,6 +174,7 @@ class ServerSettings:
     threads: int
     client_header_timeout: float
     client_body_timeout: float
+    send_timeout: float
     keepalive_timeout: float
     max_body_size: int
     max_header_bytes: int
@@ -230,6 +237,7 @@ class Config:
                 "threads": s.threads,
                 "client_header_timeout": _ms(s.client_header_timeout),
                 "client_body_timeout": _ms(s.client_body_timeout),
+                "send_timeout": _ms(s.send_timeout),
                 "keepalive_timeout": _ms(s.keepalive_timeout),
                 "max_body_size": s.max_body_size,
                 "max_header_bytes": s.max_header_bytes,

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Time allowed between two reads of a request body.
     #[serde(with = "millis", default = "d60s")]
     pub client_body_timeout: Duration,
+    /// Time a write to the client may make no progress (the client stopped reading).
+    #[serde(with = "millis", default = "d60s")]
+    pub send_timeout: Duration,
     /// Time an idle keep-alive connection is kept open.
     #[serde(with = "millis", default = "d60s")]
     pub keepalive_timeout: Duration,

@@ -3,13 +3,14 @@ connection limit."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
 
 from conftest import StartProxy, proxy_config
 from support.client import Reader, build, connect
-from support.origin import Origin
+from support.origin import Origin, Reply
 
 H = b"Host: test.local\r\n"
 
@@ -95,3 +96,18 @@ def test_keepalive_timeout_zero_disables_keep_alive(origin: Origin, start_proxy:
         assert resp.status == 200
         assert resp.header("connection") == "close"
         assert reader.closed()
+
+
+def test_client_that_stops_reading_is_cut_off(start_proxy: StartProxy) -> None:
+    size = 64 << 20
+    block = b"z" * (1 << 20)
+    with Origin(lambda req: Reply(200, [], (block for _ in range(64)), length=size)) as origin:
+        engine = start_proxy(proxy_config(origin.addr, server={"send_timeout": "1s"}))
+        with connect(engine.addresses[0], timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.sendall(build("GET", "/big"))
+            time.sleep(2.5)  # read nothing: the proxy's writes stall
+            received = 0
+            while data := s.recv(1 << 20):
+                received += len(data)
+        assert 0 < received < size, "the proxy gave up on a client that stopped reading"

@@ -31,7 +31,7 @@ use crate::h1::encode::{self, WriteQueue};
 use crate::h1::parse::{self, Framing, RequestHead};
 use crate::proxy::{CloseConnection, UpgradeRequested};
 use crate::response;
-use crate::timer::IdleTimer;
+use crate::timer::{IdleTimer, lazy_timeout};
 use crate::upstream::UpgradeTunnel;
 
 /// The read half of a downstream connection.
@@ -250,6 +250,21 @@ impl H1Conn {
         }
     }
 
+    /// Write everything queued, failing if the client accepts nothing for
+    /// `send_timeout` (a client that stops reading must not hold the
+    /// connection, and its upstream, forever).
+    async fn send(&mut self) -> Result<(), ()> {
+        let limit = self.ctx.config.send_timeout;
+        match lazy_timeout(limit, self.out.flush(&mut self.write)).await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(()),
+            None => {
+                log::debug!("{}: send_timeout writing to the client", self.info.client);
+                Err(())
+            }
+        }
+    }
+
     /// Serve requests until the connection ends.
     pub(crate) async fn run(mut self) -> H1Exit {
         let mut idle_deadline = self.sleep.deadline();
@@ -395,9 +410,7 @@ impl H1Conn {
                     () = self.slot.want_continue.notified(), if !sent => {
                         sent = true;
                         self.out.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                        if self.out.flush(&mut self.write).await.is_err() {
-                            return Err(());
-                        }
+                        self.send().await?;
                     }
                 }
             }
@@ -536,7 +549,7 @@ impl H1Conn {
             self.write_body(&mut body, framing).await?;
         }
         drop(body);
-        self.out.flush(&mut self.write).await.map_err(|_| ())?;
+        self.send().await?;
         Ok(keep_alive)
     }
 
@@ -548,7 +561,7 @@ impl H1Conn {
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     // Send what we have while the body waits for more.
-                    self.out.flush(&mut self.write).await.map_err(|_| ())?;
+                    self.send().await?;
                     poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                 }
             };
@@ -558,7 +571,7 @@ impl H1Conn {
                     log::warn!("response body aborted for {}: {e}", self.info.client);
                     // Send what was received so far, then cut the connection:
                     // the missing end tells the client the body is incomplete.
-                    let _ = self.out.flush(&mut self.write).await;
+                    let _ = self.send().await;
                     return Err(());
                 }
                 Some(Ok(frame)) => match frame.into_data() {
@@ -577,7 +590,7 @@ impl H1Conn {
                 },
             }
             if self.out.len() >= FLUSH_AT {
-                self.out.flush(&mut self.write).await.map_err(|_| ())?;
+                self.send().await?;
             }
         }
         if framing == Framing::Chunked {
@@ -611,9 +624,7 @@ impl H1Conn {
         }
         head.extend_from_slice(b"connection: upgrade\r\n\r\n");
         self.out.put_slice(&head);
-        if self.out.flush(&mut self.write).await.is_err() {
-            return Err(());
-        }
+        self.send().await?;
         let write = std::mem::replace(&mut self.write, Box::new(tokio::io::sink()));
         upstream.tunnel(read, write).await;
         Ok(false)
