@@ -55,6 +55,49 @@ impl IdleTimer {
     }
 }
 
+/// A timeout timer reused for one operation after another (say, every
+/// response on a keep-alive connection). It stays registered and is moved
+/// only when a new deadline is earlier than where it is set, so a request
+/// costs a clock read instead of a timer insert and removal.
+#[derive(Debug, Default)]
+pub struct Deadline {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Deadline {
+    /// Run `fut`, giving up (`None`) if it takes longer than `limit`.
+    pub async fn run<F: Future>(&mut self, limit: Duration, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        if let Poll::Ready(out) = poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+            return Some(out);
+        }
+        let deadline = Instant::now() + limit;
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() > deadline {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return Some(out),
+                () = sleep.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
 /// Poll `fut` once; if it is pending, finish it under a `limit` timeout.
 pub async fn lazy_timeout<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
     let mut fut = pin!(fut);
@@ -81,6 +124,24 @@ mod tests {
         tokio::time::advance(Duration::from_secs(6)).await;
         let expired = poll_fn(|cx| Poll::Ready(t.poll_expired(cx))).await;
         assert!(expired);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_is_reused_and_still_fires() {
+        let mut d = Deadline::default();
+        let slow = tokio::time::sleep(Duration::from_secs(2));
+        assert_eq!(d.run(Duration::from_secs(5), slow).await, Some(()));
+        // A later operation with a shorter limit still times out on time.
+        let started = Instant::now();
+        assert_eq!(
+            d.run(Duration::from_secs(1), std::future::pending::<()>())
+                .await,
+            None
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // And one with a longer limit is not cut short by the old setting.
+        let slow = tokio::time::sleep(Duration::from_secs(8));
+        assert_eq!(d.run(Duration::from_secs(10), slow).await, Some(()));
     }
 
     #[tokio::test(start_paused = true)]

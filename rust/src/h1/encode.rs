@@ -114,13 +114,13 @@ impl WriteQueue {
         self.seal();
         while !self.sealed.is_empty() {
             let n = {
-                let slices: Vec<IoSlice<'_>> = self
-                    .sealed
-                    .iter()
-                    .take(MAX_IOVECS)
-                    .map(|b| IoSlice::new(b))
-                    .collect();
-                w.write_vectored(&slices).await?
+                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+                let mut count = 0;
+                for (slot, b) in slices.iter_mut().zip(&self.sealed) {
+                    *slot = IoSlice::new(b);
+                    count += 1;
+                }
+                w.write_vectored(&slices[..count]).await?
             };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());

@@ -16,7 +16,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 
@@ -94,17 +94,38 @@ fn offset(base: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - base.as_ptr() as usize
 }
 
-/// Raw results of tokenising a head: byte ranges into the buffer.
+/// Byte ranges of one field's name and value in the head.
+type FieldRange = ((usize, usize), (usize, usize));
+
+/// Raw results of tokenising a head: byte ranges into the buffer. The
+/// field ranges go to a per-thread scratch list, so parsing allocates
+/// nothing but the header map itself.
 struct RawHead {
     len: usize,
     version: u8,
     method: (usize, usize),
     target: (usize, usize),
     code: u16,
-    fields: Vec<((usize, usize), (usize, usize))>,
 }
 
-fn tokenise_request(buf: &[u8], max_headers: usize) -> httparse::Result<RawHead> {
+thread_local! {
+    static FIELDS: std::cell::RefCell<Vec<FieldRange>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn field_ranges(buf: &[u8], headers: &[httparse::Header<'_>], out: &mut Vec<FieldRange>) {
+    out.clear();
+    out.extend(headers.iter().map(|h| {
+        let o = offset(buf, h.name.as_bytes());
+        let v = offset(buf, h.value);
+        ((o, o + h.name.len()), (v, v + h.value.len()))
+    }));
+}
+
+fn tokenise_request(
+    buf: &[u8],
+    max_headers: usize,
+    fields: &mut Vec<FieldRange>,
+) -> httparse::Result<RawHead> {
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
@@ -123,26 +144,21 @@ fn tokenise_request(buf: &[u8], max_headers: usize) -> httparse::Result<RawHead>
     };
     let method = req.method.unwrap_or_default().as_bytes();
     let target = req.path.unwrap_or_default().as_bytes();
-    let fields = req
-        .headers
-        .iter()
-        .map(|h| {
-            let o = offset(buf, h.name.as_bytes());
-            let v = offset(buf, h.value);
-            ((o, o + h.name.len()), (v, v + h.value.len()))
-        })
-        .collect();
+    field_ranges(buf, req.headers, fields);
     Ok(httparse::Status::Complete(RawHead {
         len,
         version: req.version.unwrap_or(1),
         method: (offset(buf, method), offset(buf, method) + method.len()),
         target: (offset(buf, target), offset(buf, target) + target.len()),
         code: 0,
-        fields,
     }))
 }
 
-fn tokenise_response(buf: &[u8], max_headers: usize) -> httparse::Result<RawHead> {
+fn tokenise_response(
+    buf: &[u8],
+    max_headers: usize,
+    fields: &mut Vec<FieldRange>,
+) -> httparse::Result<RawHead> {
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap;
     let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
@@ -159,22 +175,13 @@ fn tokenise_response(buf: &[u8], max_headers: usize) -> httparse::Result<RawHead
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(httparse::Status::Partial),
     };
-    let fields = res
-        .headers
-        .iter()
-        .map(|h| {
-            let o = offset(buf, h.name.as_bytes());
-            let v = offset(buf, h.value);
-            ((o, o + h.name.len()), (v, v + h.value.len()))
-        })
-        .collect();
+    field_ranges(buf, res.headers, fields);
     Ok(httparse::Status::Complete(RawHead {
         len,
         version: res.version.unwrap_or(1),
         method: (0, 0),
         target: (0, 0),
         code: res.code.unwrap_or(0),
-        fields,
     }))
 }
 
@@ -246,15 +253,34 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Fields a response never carries past this hop (RFC 9110 §7.6.1); `Upgrade`
+/// is kept for a 101 and removed later otherwise.
+fn response_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 /// Build the header map from the raw field ranges, noting framing fields.
+/// With `drop_hop_by_hop` the connection-specific fields (and any field that
+/// `Connection` names) are noted but left out of the map.
 fn build_headers(
     head: &Bytes,
-    raw: &RawHead,
+    fields: &[FieldRange],
     on_error: fn(&'static str) -> Error,
+    drop_hop_by_hop: bool,
 ) -> Result<(HeaderMap, FramingFields)> {
-    let mut map = HeaderMap::with_capacity(raw.fields.len());
+    let mut map = HeaderMap::with_capacity(fields.len());
     let mut ff = FramingFields::default();
-    for &((ns, ne), (vs, ve)) in &raw.fields {
+    // Names listed in Connection: skipped when they follow it, removed when
+    // they came first (rare, and the only case that reorders the map).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    let mut listed_late = false;
+    for &((ns, ne), (vs, ve)) in fields {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| on_error("invalid header field name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
@@ -274,8 +300,29 @@ fn build_headers(
             ff.close |= has_token(v, "close");
             ff.keep_alive |= has_token(v, "keep-alive");
             ff.upgrade_token |= has_token(v, "upgrade");
+            if drop_hop_by_hop {
+                for token in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        continue;
+                    }
+                    if let Ok(named) = HeaderName::from_bytes(token) {
+                        if named != header::UPGRADE && !response_hop_by_hop(&named) {
+                            listed_late |= map.contains_key(&named);
+                            listed.push(named);
+                        }
+                    }
+                }
+            }
+        }
+        if drop_hop_by_hop && (response_hop_by_hop(&name) || listed.contains(&name)) {
+            continue;
         }
         map.append(name, value);
+    }
+    if listed_late {
+        for name in &listed {
+            map.remove(name);
+        }
     }
     Ok((map, ff))
 }
@@ -295,7 +342,15 @@ pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// `buf` on success. Errors carry the status to answer with; the connection
 /// must be closed after answering.
 pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Option<RequestHead>> {
-    let raw = match tokenise_request(buf, limits.max_headers) {
+    FIELDS.with_borrow_mut(|fields| parse_request_with(buf, limits, fields))
+}
+
+fn parse_request_with(
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+    fields: &mut Vec<FieldRange>,
+) -> Result<Option<RequestHead>> {
+    let raw = match tokenise_request(buf, limits.max_headers, fields) {
         Ok(httparse::Status::Complete(raw)) => raw,
         Ok(httparse::Status::Partial) => {
             check_partial_request(buf, limits)?;
@@ -335,7 +390,7 @@ pub fn parse_request(buf: &mut BytesMut, limits: &HeadLimits) -> Result<Option<R
     } else {
         Version::HTTP_10
     };
-    let (headers, ff) = build_headers(&head, &raw, bad)?;
+    let (headers, ff) = build_headers(&head, fields, bad, false)?;
     let framing = request_framing(&ff, version)?;
     check_host(&headers, &ff, version)?;
 
@@ -473,15 +528,58 @@ fn check_host(headers: &HeaderMap, ff: &FramingFields, version: Version) -> Resu
     }
 }
 
-/// Whether `value` is a `uri-host [":" port]` without userinfo.
+/// Whether `value` is a `uri-host [":" port]` (RFC 9110 §7.2, RFC 3986 §3.2.2).
 pub fn valid_host(value: &[u8]) -> bool {
-    if value.is_empty() || value.contains(&b'@') {
-        return false;
-    }
-    match http::uri::Authority::try_from(value) {
-        Ok(a) => a.port().is_some() || !a.as_str().ends_with(':'),
-        Err(_) => false,
-    }
+    let (host, port) = if value.first() == Some(&b'[') {
+        // IP-literal: IPv6 or IPvFuture in brackets.
+        let Some(end) = value.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let inner = &value[1..end];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+        {
+            return false;
+        }
+        match &value[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&value[..=end], port),
+            _ => return false,
+        }
+    } else {
+        match value.iter().rposition(|b| *b == b':') {
+            Some(i) => (&value[..i], &value[i + 1..]),
+            None => (value, &b""[..]),
+        }
+    };
+    // reg-name: unreserved, pct-encoded and sub-delims (no userinfo, no spaces).
+    let reg_name = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            )
+    };
+    !host.is_empty()
+        && (host[0] == b'[' || host.iter().all(reg_name))
+        && port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
 }
 
 /// Parse a response head from the front of `buf`, for a request made with
@@ -495,8 +593,20 @@ pub fn parse_response(
     max_header_bytes: usize,
     max_headers: usize,
 ) -> Result<Option<ResponseHead>> {
+    FIELDS.with_borrow_mut(|fields| {
+        parse_response_with(buf, method, max_header_bytes, max_headers, fields)
+    })
+}
+
+fn parse_response_with(
+    buf: &mut BytesMut,
+    method: &Method,
+    max_header_bytes: usize,
+    max_headers: usize,
+    fields: &mut Vec<FieldRange>,
+) -> Result<Option<ResponseHead>> {
     let proto = |context| Error::new(ErrorKind::UpstreamProtocol, context);
-    let raw = match tokenise_response(buf, max_headers) {
+    let raw = match tokenise_response(buf, max_headers, fields) {
         Ok(httparse::Status::Complete(raw)) => raw,
         Ok(httparse::Status::Partial) => {
             if buf.len() > max_header_bytes {
@@ -513,13 +623,17 @@ pub fn parse_response(
         Ok(s) if (100..=599).contains(&raw.code) => s,
         _ => return Err(proto("invalid status code")),
     };
-    let head = buf.split_to(raw.len).freeze();
+    // Copied rather than shared: the header map may outlive the exchange,
+    // and a read buffer still shared when its connection is reused would
+    // have to be allocated afresh for every response.
+    let head = Bytes::copy_from_slice(&buf[..raw.len]);
+    buf.advance(raw.len);
     let version = if raw.version == 1 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    let (headers, ff) = build_headers(&head, &raw, proto)?;
+    let (headers, ff) = build_headers(&head, fields, proto, true)?;
     if ff.content_length_invalid || ff.content_length_count > 1 {
         return Err(proto("invalid or repeated Content-Length"));
     }
@@ -775,6 +889,16 @@ mod tests {
     }
 
     #[test]
+    fn response_hop_by_hop_fields_are_left_out() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Node\r\nX-Node: 7\r\nKeep-Alive: timeout=5\r\n\
+                   Upgrade: h2c\r\nContent-Length: 0\r\nX-Kept: 1\r\n\r\n";
+        let r = resp(raw, &Method::GET).expect("ok").expect("complete");
+        let names: Vec<&str> = r.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["upgrade", "content-length", "x-kept"]);
+        assert!(r.keep_alive);
+    }
+
+    #[test]
     fn malformed_responses_are_refused() {
         for raw in [
             "HTTP/1.1 2000 OK\r\n\r\n",
@@ -789,6 +913,27 @@ mod tests {
         ] {
             let err = resp(raw, &Method::GET).expect_err(raw);
             assert_eq!(err.kind(), ErrorKind::UpstreamProtocol, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn host_values() {
+        for good in [
+            "a",
+            "a.b.c",
+            "a:80",
+            "a:",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:443",
+            "xn--bcher-kva.example",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "", "a b", "u@h", "a:b", "[::1", "[::1]x", "[]", "a:123456", ":80", "a/b", "[::1]:x",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
         }
     }
 

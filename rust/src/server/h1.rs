@@ -199,8 +199,9 @@ impl Drop for H1Body {
 }
 
 /// Outcome of reading a request head.
+#[allow(clippy::large_enum_variant)] // Lives on the stack for one moment.
 enum HeadRead {
-    Request(Box<RequestHead>),
+    Request(RequestHead),
     /// The client opened with the HTTP/2 preface.
     H2Preface,
     /// Nothing more to do: the client closed, went idle too long, or we stop.
@@ -282,7 +283,7 @@ impl H1Conn {
                 }
             };
             self.first = false;
-            match self.exchange(*head).await {
+            match self.exchange(head).await {
                 Ok(true) => {
                     idle_deadline = Instant::now() + self.ctx.config.keepalive_timeout;
                 }
@@ -310,7 +311,7 @@ impl H1Conn {
                         return Ok(HeadRead::H2Preface);
                     }
                 } else if let Some(head) = parse::parse_request(&mut read.buf, &ctx.limits)? {
-                    return Ok(HeadRead::Request(Box::new(head)));
+                    return Ok(HeadRead::Request(head));
                 }
                 if header_deadline.is_none() {
                     let d = if *first {

@@ -26,7 +26,7 @@ use crate::h1::decode::{DecodeError, Decoded, Decoder};
 use crate::h1::encode::WriteQueue;
 use crate::h1::parse::{self, Framing, ResponseHead};
 use crate::server::h1::{DownWrite, ReadSide};
-use crate::timer::{IdleTimer, lazy_timeout};
+use crate::timer::{Deadline, IdleTimer, lazy_timeout};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -68,6 +68,8 @@ pub(crate) struct UpstreamConn {
     pub(crate) reused: bool,
     /// A final response head that arrived while the request body was still being sent.
     early: Option<ResponseHead>,
+    /// The response timeout, kept with the connection from request to request.
+    deadline: Deadline,
 }
 
 enum UploadStep {
@@ -76,7 +78,13 @@ enum UploadStep {
 }
 
 impl UpstreamConn {
-    pub(crate) fn new(io: TcpStream, server: Arc<Server>, requests: u32, reused: bool) -> Self {
+    pub(crate) fn new(
+        io: TcpStream,
+        server: Arc<Server>,
+        requests: u32,
+        reused: bool,
+        deadline: Deadline,
+    ) -> Self {
         UpstreamConn {
             io,
             buf: BytesMut::new(),
@@ -85,6 +93,7 @@ impl UpstreamConn {
             requests,
             reused,
             early: None,
+            deadline,
         }
     }
 
@@ -227,7 +236,10 @@ impl UpstreamConn {
         t: &Timeouts,
         sent_all: bool,
     ) -> Result<(ResponseHead, bool), ExchangeError> {
-        match lazy_timeout(t.response, self.read_head(method, t)).await {
+        let mut deadline = std::mem::take(&mut self.deadline);
+        let head = deadline.run(t.response, self.read_head(method, t)).await;
+        self.deadline = deadline;
+        match head {
             None => Err(ExchangeError {
                 error: Error::new(ErrorKind::UpstreamTimeout, "response_timeout"),
                 stale: false,
@@ -369,7 +381,7 @@ impl UpstreamBody {
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() && !conn.eof {
-                conn.server.release(conn.io, conn.requests);
+                conn.server.release(conn.io, conn.requests, conn.deadline);
             }
         }
     }

@@ -17,6 +17,7 @@ use pool::Pool;
 
 use crate::config::UpstreamConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::timer::Deadline;
 
 /// Timeouts and limits for talking to a pool's servers.
 #[derive(Debug, Clone, Copy)]
@@ -37,9 +38,9 @@ pub(crate) struct Server {
 
 impl Server {
     /// Return a connection whose exchange finished cleanly.
-    pub(crate) fn release(&self, io: TcpStream, requests: u32) {
+    pub(crate) fn release(&self, io: TcpStream, requests: u32, deadline: Deadline) {
         if requests < self.keepalive_requests {
-            self.pool.checkin(io, requests);
+            self.pool.checkin(io, requests, deadline);
         }
     }
 }
@@ -103,8 +104,14 @@ impl Upstream {
 
     /// A pooled connection to `server`, or a new one.
     pub(crate) async fn connection(&self, server: &Arc<Server>) -> Result<UpstreamConn> {
-        if let Some((io, requests)) = server.pool.checkout() {
-            return Ok(UpstreamConn::new(io, server.clone(), requests, true));
+        if let Some((io, requests, deadline)) = server.pool.checkout() {
+            return Ok(UpstreamConn::new(
+                io,
+                server.clone(),
+                requests,
+                true,
+                deadline,
+            ));
         }
         self.connect(server).await
     }
@@ -126,7 +133,13 @@ impl Upstream {
             Ok(Ok(io)) => io,
         };
         let _ = io.set_nodelay(true);
-        Ok(UpstreamConn::new(io, server.clone(), 0, false))
+        Ok(UpstreamConn::new(
+            io,
+            server.clone(),
+            0,
+            false,
+            Deadline::default(),
+        ))
     }
 
     /// Close idle connections past their timeout.

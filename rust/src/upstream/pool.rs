@@ -11,10 +11,13 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::timer::Deadline;
+
 /// A connection waiting for its next request.
 pub(crate) struct IdleConn {
     pub(crate) io: TcpStream,
     pub(crate) requests: u32,
+    deadline: Deadline,
     since: Instant,
 }
 
@@ -35,7 +38,7 @@ impl Pool {
     }
 
     /// The most recently used live connection, if any.
-    pub(crate) fn checkout(&self) -> Option<(TcpStream, u32)> {
+    pub(crate) fn checkout(&self) -> Option<(TcpStream, u32, Deadline)> {
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
         while let Some(conn) = idle.pop() {
@@ -45,14 +48,14 @@ impl Pool {
                 return None;
             }
             if is_alive(&conn.io) {
-                return Some((conn.io, conn.requests));
+                return Some((conn.io, conn.requests, conn.deadline));
             }
         }
         None
     }
 
     /// Keep `io` for reuse, unless the pool is full.
-    pub(crate) fn checkin(&self, io: TcpStream, requests: u32) {
+    pub(crate) fn checkin(&self, io: TcpStream, requests: u32, deadline: Deadline) {
         if self.max_idle == 0 || self.idle_timeout.is_zero() {
             return;
         }
@@ -61,6 +64,7 @@ impl Pool {
                 idle.push(IdleConn {
                     io,
                     requests,
+                    deadline,
                     since: Instant::now(),
                 });
             }
@@ -110,13 +114,13 @@ mod tests {
 
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server_side, _) = listener.accept().await.expect("accept");
-        pool.checkin(client, 1);
+        pool.checkin(client, 1, Deadline::default());
         assert_eq!(pool.idle_count(), 1);
-        let (io, requests) = pool.checkout().expect("live connection");
+        let (io, requests, _) = pool.checkout().expect("live connection");
         assert_eq!(requests, 1);
 
         // The server closes while the connection is idle.
-        pool.checkin(io, 1);
+        pool.checkin(io, 1, Deadline::default());
         drop(server_side);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
@@ -127,7 +131,7 @@ mod tests {
         // Unexpected bytes from the server also disqualify a connection.
         let client = TcpStream::connect(addr).await.expect("connect");
         let (mut server_side, _) = listener.accept().await.expect("accept");
-        pool.checkin(client, 1);
+        pool.checkin(client, 1, Deadline::default());
         server_side
             .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
             .await
@@ -143,8 +147,8 @@ mod tests {
         let pool = Pool::new(1, Duration::from_secs(5));
         let a = TcpStream::connect(addr).await.expect("connect");
         let b = TcpStream::connect(addr).await.expect("connect");
-        pool.checkin(a, 1);
-        pool.checkin(b, 1);
+        pool.checkin(a, 1, Deadline::default());
+        pool.checkin(b, 1, Deadline::default());
         assert_eq!(pool.idle_count(), 1, "capacity bounds the pool");
         tokio::time::advance(Duration::from_secs(6)).await;
         pool.sweep();
