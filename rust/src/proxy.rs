@@ -214,7 +214,7 @@ impl Proxy {
                     .await
                 {
                     Ok((resp, sent_all)) => {
-                        return finish(conn, resp, sent_all, upgrade, &parts.method, upstream);
+                        return finish(conn, resp, sent_all, upgrade, upstream);
                     }
                     Err(ExchangeError { error, stale }) => {
                         // A pooled connection the server had closed: the
@@ -241,7 +241,6 @@ fn finish(
     head: ResponseHead,
     sent_all: bool,
     upgrade: bool,
-    method: &Method,
     upstream: &Upstream,
 ) -> Result<Response<ProxyBody>> {
     let ResponseHead {
@@ -266,7 +265,7 @@ fn finish(
         return Ok(resp);
     }
     headers::clean_response(&mut headers, false);
-    let reusable = keep_alive && sent_all && !upgrade && method != Method::CONNECT;
+    let reusable = keep_alive && sent_all && !upgrade;
     let body = UpstreamBody::new(conn, framing, reusable, upstream.timeouts.body_idle);
     let mut resp = Response::new(ProxyBody::upstream(body));
     *resp.status_mut() = status;
