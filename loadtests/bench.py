@@ -4,8 +4,9 @@
     python loadtests/bench.py --duration 3 --rounds 1   # a quick look
 
 An origin nginx serves a 1 KiB and a 64 KiB response. In front of it run
-nginx as a reverse proxy (2 workers, upstream keep-alive) and rproxy
-(2 workers). wrk (-t2 -c64) loads each proxy in turn, rounds interleaved so
+nginx as a reverse proxy (2 workers, upstream keep-alive, and by default the
+same forwarding headers rproxy adds: Host preserved, X-Forwarded-*, Via) and
+rproxy (2 workers). wrk (-t2 -c64) loads each proxy in turn, rounds interleaved so
 that drift of this shared machine hits both alike. For each run it records
 requests/s, p50/p99 latency and the proxy's CPU time per request (user +
 system of its master and workers, from /proc), and prints medians with
@@ -116,7 +117,18 @@ http {{
 }}"""
 
 
-def nginx_proxy_conf(port: int, origin: int) -> str:
+#: What rproxy does to every request by default, so that nginx does the same work.
+NGINX_FORWARDING = """
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header Via "1.1 nginx";
+            add_header Via "1.1 nginx";"""
+
+
+def nginx_proxy_conf(port: int, origin: int, forwarding: bool = True) -> str:
+    extra = NGINX_FORWARDING if forwarding else ""
     return f"""
 worker_processes 2;
 events {{ worker_connections 4096; }}
@@ -132,7 +144,7 @@ http {{
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection "";{extra}
         }}
     }}
 }}"""
@@ -222,6 +234,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring each proxy")
     ap.add_argument("--json", type=Path, help="also write the runs here")
+    ap.add_argument(
+        "--nginx-plain", action="store_true", help="run nginx without the forwarding headers rproxy adds by default"
+    )
     args = ap.parse_args()
 
     ensure_tools()
@@ -233,7 +248,7 @@ def main() -> int:
         try:
             origin_port, nginx_port, rproxy_port = free_port(), free_port(), free_port()
             procs.append(start_nginx(work, "origin", origin_conf(work, origin_port)))
-            procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port)))
+            procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port, not args.nginx_plain)))
             (work / "rproxy.toml").write_text(rproxy_conf(rproxy_port, origin_port))
             rproxy = subprocess.Popen(
                 [sys.executable, "-m", "rproxy", "run", str(work / "rproxy.toml")], stdout=subprocess.DEVNULL
@@ -246,8 +261,11 @@ def main() -> int:
                 for path in ("/1k", "/64k"):
                     run_wrk(port, path, args.warmup, args.threads, args.connections)
             for rnd in range(1, args.rounds + 1):
+                # Alternate who goes first, so that drift of the machine
+                # within a round favours neither proxy.
+                order = list(proxies.items()) if rnd % 2 else list(reversed(proxies.items()))
                 for size in SIZES:
-                    for name, (pid, port) in proxies.items():
+                    for name, (pid, port) in order:
                         pids = pids_of(pid)
                         before = cpu_ticks(pids)
                         requests, rps, p50, p99, errors = run_wrk(
@@ -275,22 +293,34 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     def med(proxy: str, size: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs if r.proxy == proxy and r.size == size)
 
+    def ratio(size: str, attr: str) -> float:
+        """Median over rounds of rproxy / nginx within the same round."""
+        by_round: dict[int, dict[str, float]] = {}
+        for r in runs:
+            if r.size == size:
+                by_round.setdefault(r.round, {})[r.proxy] = getattr(r, attr)
+        return statistics.median(v["rproxy"] / v["nginx"] for v in by_round.values() if len(v) == 2)
+
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         f"nginx: {subprocess.run([nginx_bin(), '-v'], capture_output=True, text=True, check=False).stderr.strip()}; "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} interleaved round(s), "
-        f"{args.warmup}s warm-up; medians",
+        f"{args.warmup}s warm-up, order alternating per round; nginx "
+        f"{'without forwarding headers' if args.nginx_plain else 'adding the forwarding headers rproxy adds'}. "
+        "Figures are medians over rounds; "
+        "ratios are the median of the per-round ratios (rproxy / nginx in the same round).",
         "",
         "| size | proxy | req/s | p50 ms | p99 ms | CPU-µs/req | req/s vs nginx | CPU/req vs nginx |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for size in SIZES:
-        base_rps, base_cpu = med("nginx", size, "rps"), med("nginx", size, "cpu_us_per_req")
         for proxy in ("nginx", "rproxy"):
             rps, cpu = med(proxy, size, "rps"), med(proxy, size, "cpu_us_per_req")
+            rps_ratio = ratio(size, "rps") if proxy == "rproxy" else 1.0
+            cpu_ratio = ratio(size, "cpu_us_per_req") if proxy == "rproxy" else 1.0
             lines.append(
                 f"| {size} | {proxy} | {rps:.0f} | {med(proxy, size, 'p50_ms'):.2f} | {med(proxy, size, 'p99_ms'):.2f} "
-                f"| {cpu:.1f} | {rps / base_rps:.2f}× | {cpu / base_cpu:.2f}× |"
+                f"| {cpu:.1f} | {rps_ratio:.2f}× | {cpu_ratio:.2f}× |"
             )
     errors = sum(r.errors for r in runs)
     lines.append("")
