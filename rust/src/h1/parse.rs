@@ -121,37 +121,45 @@ fn field_ranges(buf: &[u8], headers: &[httparse::Header<'_>], out: &mut Vec<Fiel
     }));
 }
 
+/// Run `parse` with room for `max_headers` fields: on the stack up to
+/// [`STACK_HEADERS`], on the heap beyond.
+fn with_slots<'b, R>(
+    max_headers: usize,
+    parse: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if max_headers <= STACK_HEADERS {
+        let mut stack = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; STACK_HEADERS];
+        parse(&mut stack[..max_headers])
+    } else {
+        let mut heap = Vec::with_capacity(max_headers);
+        heap.resize_with(max_headers, MaybeUninit::uninit);
+        parse(&mut heap)
+    }
+}
+
 fn tokenise_request(
     buf: &[u8],
     max_headers: usize,
     fields: &mut Vec<FieldRange>,
 ) -> httparse::Result<RawHead> {
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut heap;
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
-        &mut stack[..max_headers]
-    } else {
-        heap = Vec::with_capacity(max_headers);
-        heap.resize_with(max_headers, MaybeUninit::uninit);
-        &mut heap[..]
-    };
-    let mut req = httparse::Request::new(&mut []);
-    let status = httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, slots)?;
-    let len = match status {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(httparse::Status::Partial),
-    };
-    let method = req.method.unwrap_or_default().as_bytes();
-    let target = req.path.unwrap_or_default().as_bytes();
-    field_ranges(buf, req.headers, fields);
-    Ok(httparse::Status::Complete(RawHead {
-        len,
-        version: req.version.unwrap_or(1),
-        method: (offset(buf, method), offset(buf, method) + method.len()),
-        target: (offset(buf, target), offset(buf, target) + target.len()),
-        code: 0,
-    }))
+    with_slots(max_headers, |slots| {
+        let mut req = httparse::Request::new(&mut []);
+        let status = httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, buf, slots)?;
+        let httparse::Status::Complete(len) = status else {
+            return Ok(httparse::Status::Partial);
+        };
+        let method = req.method.unwrap_or_default().as_bytes();
+        let target = req.path.unwrap_or_default().as_bytes();
+        field_ranges(buf, req.headers, fields);
+        Ok(httparse::Status::Complete(RawHead {
+            len,
+            version: req.version.unwrap_or(1),
+            method: (offset(buf, method), offset(buf, method) + method.len()),
+            target: (offset(buf, target), offset(buf, target) + target.len()),
+            code: 0,
+        }))
+    })
 }
 
 fn tokenise_response(
@@ -159,30 +167,22 @@ fn tokenise_response(
     max_headers: usize,
     fields: &mut Vec<FieldRange>,
 ) -> httparse::Result<RawHead> {
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut heap;
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
-        &mut stack[..max_headers]
-    } else {
-        heap = Vec::with_capacity(max_headers);
-        heap.resize_with(max_headers, MaybeUninit::uninit);
-        &mut heap[..]
-    };
-    let mut res = httparse::Response::new(&mut []);
-    let status = httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut res, buf, slots)?;
-    let len = match status {
-        httparse::Status::Complete(len) => len,
-        httparse::Status::Partial => return Ok(httparse::Status::Partial),
-    };
-    field_ranges(buf, res.headers, fields);
-    Ok(httparse::Status::Complete(RawHead {
-        len,
-        version: res.version.unwrap_or(1),
-        method: (0, 0),
-        target: (0, 0),
-        code: res.code.unwrap_or(0),
-    }))
+    with_slots(max_headers, |slots| {
+        let mut res = httparse::Response::new(&mut []);
+        let status = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, slots)?;
+        let httparse::Status::Complete(len) = status else {
+            return Ok(httparse::Status::Partial);
+        };
+        field_ranges(buf, res.headers, fields);
+        Ok(httparse::Status::Complete(RawHead {
+            len,
+            version: res.version.unwrap_or(1),
+            method: (0, 0),
+            target: (0, 0),
+            code: res.code.unwrap_or(0),
+        }))
+    })
 }
 
 /// What the framing fields of a head said, gathered while building the map.

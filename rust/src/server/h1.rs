@@ -21,7 +21,6 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, Sleep};
-use tokio_util::io::poll_read_buf;
 
 use super::{ConnInfo, ServerCtx};
 use crate::body::{ProxyBody, RequestBody};
@@ -29,6 +28,7 @@ use crate::error::{Error, ErrorKind};
 use crate::h1::decode::{DecodeError, Decoded, Decoder};
 use crate::h1::encode::{self, WriteQueue};
 use crate::h1::parse::{self, Framing, RequestHead};
+use crate::h1::reader::{self, ReadError, Source};
 use crate::proxy::{CloseConnection, UpgradeRequested};
 use crate::response;
 use crate::timer::{IdleTimer, lazy_timeout};
@@ -39,7 +39,6 @@ pub(crate) type DownRead = Box<dyn AsyncRead + Send + Unpin>;
 /// The write half of a downstream connection.
 pub(crate) type DownWrite = Box<dyn AsyncWrite + Send + Unpin>;
 
-const READ_CHUNK: usize = 16 * 1024;
 /// Unread request body bytes discarded to keep a connection alive.
 const DRAIN_MAX: u64 = 64 * 1024;
 /// Response bytes queued before a write is forced.
@@ -55,6 +54,16 @@ pub(crate) struct ReadSide {
     eof: bool,
 }
 
+impl Source for ReadSide {
+    fn buffered(&mut self) -> (&mut BytesMut, bool) {
+        (&mut self.buf, self.eof)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        reader::poll_fill(&mut self.io, &mut self.buf, &mut self.eof, cx)
+    }
+}
+
 impl ReadSide {
     pub(crate) fn new(io: DownRead, buf: BytesMut) -> Self {
         ReadSide {
@@ -62,17 +71,6 @@ impl ReadSide {
             buf,
             eof: false,
         }
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))?;
-        if n == 0 {
-            self.eof = true;
-        }
-        Poll::Ready(Ok(n))
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
@@ -119,56 +117,39 @@ impl H1Body {
         if self.failed {
             return Poll::Ready(None);
         }
-        loop {
-            match self.decoder.decode(&mut read.buf, read.eof) {
-                Ok(Decoded::Data(data)) => {
-                    self.timer.progress();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                Ok(Decoded::Done) => return Poll::Ready(None),
-                Ok(Decoded::NeedMore) => {}
-                Err(e) => {
-                    self.failed = true;
-                    let err = match e {
-                        DecodeError::Invalid => {
-                            Error::new(ErrorKind::BadRequest, "malformed chunked request body")
-                        }
-                        DecodeError::Truncated => Error::new(
-                            ErrorKind::ClientClosed,
-                            "client closed during the request body",
-                        ),
-                    };
-                    return Poll::Ready(Some(Err(err)));
-                }
+        let expect_continue = &mut self.expect_continue;
+        let slot = &self.slot;
+        let before_read = || {
+            // The body is wanted and the client waits for permission.
+            if std::mem::take(expect_continue) {
+                slot.want_continue.notify_one();
             }
-            if self.expect_continue {
-                // The body is wanted and the client waits for permission.
-                self.expect_continue = false;
-                self.slot.want_continue.notify_one();
+        };
+        let err = match ready!(reader::poll_frame(
+            &mut self.decoder,
+            read,
+            &mut self.timer,
+            cx,
+            before_read
+        )) {
+            Ok(frame) => return Poll::Ready(frame.map(Ok)),
+            Err(ReadError::Decode(DecodeError::Invalid)) => {
+                Error::new(ErrorKind::BadRequest, "malformed chunked request body")
             }
-            match read.poll_fill(cx) {
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Ready(Err(e)) => {
-                    self.failed = true;
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::ClientClosed,
-                        "reading the request body",
-                    )
-                    .with_cause(e))));
-                }
-                Poll::Pending => {
-                    if self.timer.poll_expired(cx) {
-                        self.failed = true;
-                        return Poll::Ready(Some(Err(Error::new(
-                            ErrorKind::ClientTimeout,
-                            "client_body_timeout while reading the request body",
-                        ))));
-                    }
-                    return Poll::Pending;
-                }
+            Err(ReadError::Decode(DecodeError::Truncated)) => Error::new(
+                ErrorKind::ClientClosed,
+                "client closed during the request body",
+            ),
+            Err(ReadError::Io(e)) => {
+                Error::new(ErrorKind::ClientClosed, "reading the request body").with_cause(e)
             }
-        }
+            Err(ReadError::Idle) => Error::new(
+                ErrorKind::ClientTimeout,
+                "client_body_timeout while reading the request body",
+            ),
+        };
+        self.failed = true;
+        Poll::Ready(Some(Err(err)))
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {

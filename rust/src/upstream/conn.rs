@@ -7,7 +7,6 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -17,18 +16,16 @@ use http::{HeaderMap, Method};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio_util::io::poll_read_buf;
 
 use super::{Server, Timeouts};
 use crate::body::RequestBody;
 use crate::error::{Error, ErrorKind};
-use crate::h1::decode::{DecodeError, Decoded, Decoder};
+use crate::h1::decode::{DecodeError, Decoder};
 use crate::h1::encode::WriteQueue;
 use crate::h1::parse::{self, Framing, ResponseHead};
+use crate::h1::reader::{self, ReadError, Source};
 use crate::server::h1::{DownWrite, ReadSide};
 use crate::timer::{Deadline, IdleTimer, lazy_timeout};
-
-const READ_CHUNK: usize = 16 * 1024;
 
 /// A request body as it will be sent upstream: the part already read from
 /// the client, and the rest still to stream.
@@ -77,6 +74,16 @@ enum UploadStep {
     Readable(io::Result<()>),
 }
 
+impl Source for UpstreamConn {
+    fn buffered(&mut self) -> (&mut BytesMut, bool) {
+        (&mut self.buf, self.eof)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        reader::poll_fill(&mut self.io, &mut self.buf, &mut self.eof, cx)
+    }
+}
+
 impl UpstreamConn {
     pub(crate) fn new(
         io: TcpStream,
@@ -95,17 +102,6 @@ impl UpstreamConn {
             early: None,
             deadline,
         }
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))?;
-        if n == 0 {
-            self.eof = true;
-        }
-        Poll::Ready(Ok(n))
     }
 
     fn stale_or(&self, received: bool) -> bool {
@@ -390,61 +386,42 @@ impl UpstreamBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match self.decoder.decode(&mut conn.buf, conn.eof) {
-                Ok(Decoded::Data(data)) => {
-                    self.timer.progress();
-                    if self.decoder.is_done() {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::Trailers(t)) => return Poll::Ready(Some(Ok(Frame::trailers(t)))),
-                Ok(Decoded::Done) => {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let err = match ready!(reader::poll_frame(
+            &mut self.decoder,
+            conn,
+            &mut self.timer,
+            cx,
+            || {}
+        )) {
+            Ok(frame) => {
+                // Give the connection back as soon as the body is complete,
+                // even if nobody polls again after the last frame.
+                if self.decoder.is_done() {
                     self.finish();
-                    return Poll::Ready(None);
                 }
-                Ok(Decoded::NeedMore) => {}
-                Err(e) => {
-                    self.conn = None;
-                    let err = match e {
-                        DecodeError::Invalid => Error::new(
-                            ErrorKind::UpstreamProtocol,
-                            "malformed chunked response body",
-                        ),
-                        DecodeError::Truncated => Error::new(
-                            ErrorKind::UpstreamClosed,
-                            "upstream closed during the response body",
-                        ),
-                    };
-                    return Poll::Ready(Some(Err(err)));
-                }
+                return Poll::Ready(frame.map(Ok));
             }
-            match conn.poll_fill(cx) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    self.conn = None;
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::UpstreamClosed,
-                        "reading the response body",
-                    )
-                    .with_cause(e))));
-                }
-                Poll::Pending => {
-                    if self.timer.poll_expired(cx) {
-                        self.conn = None;
-                        return Poll::Ready(Some(Err(Error::new(
-                            ErrorKind::UpstreamTimeout,
-                            "body_idle_timeout reading the response body",
-                        ))));
-                    }
-                    return Poll::Pending;
-                }
+            Err(ReadError::Decode(DecodeError::Invalid)) => Error::new(
+                ErrorKind::UpstreamProtocol,
+                "malformed chunked response body",
+            ),
+            Err(ReadError::Decode(DecodeError::Truncated)) => Error::new(
+                ErrorKind::UpstreamClosed,
+                "upstream closed during the response body",
+            ),
+            Err(ReadError::Io(e)) => {
+                Error::new(ErrorKind::UpstreamClosed, "reading the response body").with_cause(e)
             }
-        }
+            Err(ReadError::Idle) => Error::new(
+                ErrorKind::UpstreamTimeout,
+                "body_idle_timeout reading the response body",
+            ),
+        };
+        self.conn = None;
+        Poll::Ready(Some(Err(err)))
     }
 
     pub(crate) fn is_end_stream(&self) -> bool {
