@@ -1,4 +1,9 @@
-"""Fixtures: a real origin server and real engines on 127.0.0.1:0."""
+"""Fixtures: a real origin server and real engines on 127.0.0.1:0.
+
+The kit's own fixtures (``rproxy_engine``, ``rproxy_origin``) come from
+``rproxy.testing.pytest_plugin``; these are shorter names for the engine's
+own tests, which use them everywhere.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import rproxy
 from rproxy.engine import Engine
-from support.origin import Origin
+from rproxy.testing import proxy_config as _kit_config
+from rproxy.testing.origin import Origin
 
 StartProxy = Callable[..., Engine]
 
@@ -25,39 +29,24 @@ def proxy_config(
     upstream: dict[str, Any] | None = None,
     routes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A one-pool configuration in front of ``origin_addr``."""
-    servers = [origin_addr] if isinstance(origin_addr, str) else origin_addr
-    return {
-        "server": {"listen": ["127.0.0.1:0"], "workers": 1, "shutdown_timeout": "2s", **(server or {})},
-        "upstreams": {"app": {"servers": servers, **(upstream or {})}},
-        "routes": routes or [{"path_prefix": "/", "upstream": "app"}],
-    }
+    """A one-pool configuration in front of ``origin_addr`` (no plugins)."""
+    config = _kit_config(origin_addr, server=server, routes=routes)
+    config["upstreams"]["app"].update(upstream or {})
+    return config
 
 
 @pytest.fixture
-def origin() -> Iterator[Origin]:
-    with Origin() as o:
-        yield o
+def origin(rproxy_origin: Origin) -> Origin:
+    return rproxy_origin
 
 
 @pytest.fixture
-def start_proxy() -> Iterator[StartProxy]:
+def start_proxy(rproxy_engine: StartProxy) -> StartProxy:
     """Start engines from a config dict (or TOML text); all stop at teardown."""
-    engines: list[Engine] = []
-
-    def start(config: dict[str, Any] | str) -> Engine:
-        text = config if isinstance(config, str) else tomli_w.dumps(config)
-        engine = Engine(rproxy.loads(text))
-        engine.start()
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        engine.stop()
+    return rproxy_engine
 
 
 @pytest.fixture
-def proxy(origin: Origin, start_proxy: StartProxy) -> Engine:
+def proxy(origin: Origin, start_proxy: StartProxy) -> Iterator[Engine]:
     """An engine forwarding everything to ``origin``."""
-    return start_proxy(proxy_config(origin.addr))
+    yield start_proxy(proxy_config(origin.addr))

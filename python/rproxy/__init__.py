@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from rproxy._engine import Headers, Request, Response
 from rproxy.config import Config, load, loads
 from rproxy.engine import Engine
 from rproxy.errors import ConfigError, ConfigIssue, RproxyError
+from rproxy.plan import ErrorInfo, Route
+from rproxy.plugins import hookimpl
 
 try:
     __version__ = version("rproxy")
@@ -21,8 +24,14 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "Engine",
+    "ErrorInfo",
+    "Headers",
+    "Request",
+    "Response",
+    "Route",
     "RproxyError",
     "__version__",
+    "hookimpl",
     "load",
     "loads",
 ]

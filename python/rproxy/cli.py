@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", help="configuration file (proxy.toml)")
     check.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    hooks = sub.add_parser("hooks", help="show each phase's hook implementations, in call order")
+    hooks.add_argument("config", help="configuration file (proxy.toml)")
+    hooks.add_argument("--stats", action="store_true", help="show the counters of a running proxy instead")
+    hooks.add_argument("--debug", action="store_true", help="show tracebacks")
+
     init = sub.add_parser("init", help="write a commented starter proxy.toml")
     init.add_argument("path", nargs="?", default="proxy.toml", help="where to write it (default: proxy.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -38,8 +43,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from rproxy.master import Master
+    from rproxy.plugins import load_plugins
 
     cfg = config_mod.load(args.config)
+    load_plugins(cfg)  # every plugin problem is an error before anything binds
     if args.workers is not None and args.workers < 1:
         print("rproxy: error: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -47,12 +54,52 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from rproxy.plugins import load_plugins
+
     cfg = config_mod.load(args.config)
+    loaded = load_plugins(cfg)
     listen = ", ".join(str(a) for a in cfg.server.listen)
     print(
         f"{args.config}: ok ({len(cfg.routes)} route(s), {len(cfg.upstreams)} upstream pool(s), "
-        f"{cfg.server.workers} worker(s), listening on {listen})"
+        f"{len(loaded.plugins)} plugin(s), {cfg.server.workers} worker(s), listening on {listen})"
     )
+    return 0
+
+
+def _hooks(args: argparse.Namespace) -> int:
+    from rproxy.plan import PHASES, build_plan
+    from rproxy.plugins import load_plugins
+    from rproxy.stats import format_stats, read_stats, stats_dir
+
+    cfg = config_mod.load(args.config)
+    if args.stats:
+        totals, workers = read_stats(stats_dir(cfg))
+        if not workers:
+            print(f"rproxy: error: no running proxy of {args.config} is reporting statistics", file=sys.stderr)
+            return 1
+        print(format_stats(totals, workers))
+        return 0
+    loaded = load_plugins(cfg)
+    plan = build_plan(loaded)
+    for hook in ("rproxy_configure", "rproxy_startup", "rproxy_shutdown"):
+        impls = [i.plugin_name for i in reversed(getattr(loaded.pm.hook, hook).get_hookimpls())]
+        print(f"{hook}: {', '.join(impls) if impls else '(none)'}")
+    print()
+    for hook in PHASES:
+        caller = getattr(loaded.pm.hook, hook)
+        first = " (first result wins)" if caller.spec and caller.spec.opts.get("firstresult") else ""
+        print(f"{hook}{first}")
+        steps = plan.steps.get(hook, [])
+        if not steps:
+            print("    (none)")
+        for n, step in enumerate(steps, 1):
+            notes = [loaded.plugins[step.plugin].source if step.plugin in loaded.plugins else "pluggy"]
+            if step.native:
+                notes.append(f"native {step.native}")
+            if step.is_async:
+                notes.append(f"async, timeout {step.timeout:g}s")
+            notes.append("fails the request" if step.fails_closed else "skipped on error")
+            print(f"    {n}. {step.plugin:<16} {step.file}:{step.line}  ({', '.join(notes)})")
     return 0
 
 
@@ -73,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        return {"run": _run, "check": _check, "init": _init}[args.command](args)
+        return {"run": _run, "check": _check, "hooks": _hooks, "init": _init}[args.command](args)
     except ConfigError as e:
         if debug:
             traceback.print_exc()

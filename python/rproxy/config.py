@@ -9,6 +9,7 @@ the tables below; ``rproxy init`` and ``docs/config.md`` are built from them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -33,6 +34,8 @@ __all__ = [
     "Address",
     "Config",
     "Key",
+    "PluginTable",
+    "PluginsSettings",
     "RespondSettings",
     "RouteSettings",
     "ServerSettings",
@@ -151,7 +154,23 @@ ROUTE_KEYS: tuple[Key, ...] = (
     Key("respond", "respond", None, "or answer matching requests directly: { status, body, headers }"),
 )
 
-TOP_KEYS = ("server", "defaults", "upstreams", "routes")
+PLUGINS_KEYS: tuple[Key, ...] = (
+    Key("dirs", "dirs", ["plugins"], "folders whose *.py files are loaded as plugins, relative to this file"),
+    Key("disable", "names", [], "plugins not to load, by name (built-ins and installed ones included)"),
+)
+
+PLUGIN_TABLE_KEYS: tuple[Key, ...] = (
+    Key(
+        "on_error",
+        "on_error",
+        None,
+        'what a failing hook of this plugin does to its request: "fail" (an error response) or "continue" '
+        "(skip the hook); the default depends on the hook (see docs/hooks.md)",
+    ),
+    Key("timeout", "duration", "5s", "longest an async hook of this plugin may take before it counts as failed"),
+)
+
+TOP_KEYS = ("server", "defaults", "upstreams", "routes", "plugins")
 
 
 @dataclass(frozen=True)
@@ -218,6 +237,25 @@ class RouteSettings:
 
 
 @dataclass(frozen=True)
+class PluginTable:
+    """A ``[plugins.NAME]`` table: rproxy's keys, and the plugin's own options."""
+
+    on_error: str | None
+    timeout: float
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PluginsSettings:
+    """``[plugins]``: where plugins come from and their tables."""
+
+    dirs: tuple[Path, ...]
+    explicit_dirs: tuple[Path, ...]
+    disable: tuple[str, ...]
+    tables: Mapping[str, PluginTable]
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated configuration."""
 
@@ -225,6 +263,19 @@ class Config:
     server: ServerSettings
     upstreams: Mapping[str, UpstreamSettings]
     routes: tuple[RouteSettings, ...]
+    plugins: PluginsSettings
+    positions: Positions | None = None
+    source: str = ""
+
+    def issue(self, path: KeyPath, message: str, *, at_key: bool = False) -> ConfigIssue:
+        """A problem at ``path`` of this file (for checks made after loading)."""
+        pos = self.positions or Positions("")
+        line, col = pos.key_of(path) if at_key else pos.locate(path)
+        return ConfigIssue(line, col, str(self.path), _fmt_path(path), message)
+
+    def table(self, name: str) -> PluginTable:
+        """The ``[plugins.NAME]`` table of plugin ``name`` (defaults when absent)."""
+        return self.plugins.tables.get(name) or PluginTable(on_error=None, timeout=5.0, options={})
 
     def engine_config(self, listen: Sequence[Address] | None = None, workers: int = 1) -> dict[str, Any]:
         """The engine's JSON form: numbers in milliseconds and bytes, and
@@ -435,6 +486,14 @@ class _Checker:
                 return v
             if kind == "headers":
                 return self.header_table(path, v)
+            if kind in ("dirs", "names"):
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ValueError(f"expected an array of strings, got {_type_name(v)}")
+                return tuple(v)
+            if kind == "on_error":
+                if v not in ("fail", "continue"):
+                    raise ValueError(f'expected "fail" or "continue", got {_show(v)}')
+                return v
             if kind == "respond":
                 return self.respond(path, v)
         except ValueError as e:
@@ -519,7 +578,9 @@ def loads(text: str, file: str = "proxy.toml") -> Config:
         line, col = (int(m.group(1)), int(m.group(2))) if m else (1, 1)
         message = re.sub(r"\s*\(at line \d+, column \d+\)|\s*\(at end of document\)", "", str(e))
         raise ConfigError([ConfigIssue(line, col, file, "", f"invalid TOML: {message}")]) from None
-    return _validate(raw, _Checker(file, Positions(text)), Path(file))
+    positions = Positions(text)
+    config = _validate(raw, _Checker(file, positions), Path(file), positions)
+    return dataclasses.replace(config, source=text)
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -534,7 +595,37 @@ def load(path: str | os.PathLike[str]) -> Config:
     return loads(text, str(path))
 
 
-def _validate(raw: dict[str, Any], c: _Checker, path: Path) -> Config:
+def _plugins(raw: Any, c: _Checker, path: Path) -> PluginsSettings:
+    base = path.resolve().parent
+    t = c.table(
+        ("plugins",),
+        raw,
+        [k.name for k in PLUGINS_KEYS] + [k for k, v in raw.items() if isinstance(v, dict)]
+        if isinstance(raw, dict)
+        else [],
+    )
+    t = t or {}
+    s = c.settings(("plugins",), {k: v for k, v in t.items() if k in ("dirs", "disable")}, PLUGINS_KEYS)
+    tables: dict[str, PluginTable] = {}
+    for name, value in t.items():
+        if name in ("dirs", "disable"):
+            continue
+        if not isinstance(value, dict):
+            continue
+        own = {k: v for k, v in value.items() if k in ("on_error", "timeout")}
+        opts = c.settings(("plugins", name), own, PLUGIN_TABLE_KEYS)
+        options = {k: v for k, v in value.items() if k not in ("on_error", "timeout")}
+        tables[name] = PluginTable(on_error=opts["on_error"], timeout=opts["timeout"] or 5.0, options=options)
+    dirs = tuple(base / d for d in (s["dirs"] or ()))
+    return PluginsSettings(
+        dirs=dirs,
+        explicit_dirs=dirs if "dirs" in t else (),
+        disable=s["disable"] or (),
+        tables=tables,
+    )
+
+
+def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions | None = None) -> Config:
     c.table((), raw, TOP_KEYS)
 
     server_table = c.table(("server",), raw.get("server", {}), [k.name for k in SERVER_KEYS]) or {}
@@ -583,6 +674,8 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path) -> Config:
         elif s["path_prefix"] is not None and (s["upstream"] or s["respond"]) is not None:
             routes.append(RouteSettings(**s))
 
+    plugins = _plugins(raw.get("plugins", {}), c, path)
+
     if c.issues:
         raise ConfigError(c.issues)
     return Config(
@@ -590,4 +683,6 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path) -> Config:
         server=ServerSettings(**server),
         upstreams=upstreams,
         routes=tuple(routes),
+        plugins=plugins,
+        positions=positions,
     )

@@ -10,32 +10,69 @@ engine in a program or a test::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rproxy import _engine
-from rproxy.config import Config
+from rproxy.config import Address, Config
+from rproxy.plan import Plan, build_plan
+from rproxy.plugins import LoadedPlugins, load_plugins
 
 __all__ = ["Engine"]
 
 
-class Engine:
-    """One engine serving ``config`` on a background thread."""
+def engine_json(
+    config: Config,
+    plan: Plan,
+    listen: Sequence[Address] | None = None,
+    workers: int = 1,
+    stats_file: Path | None = None,
+) -> str:
+    """The engine's configuration for one process."""
+    doc = config.engine_config(listen=listen, workers=workers)
+    if stats_file is not None and plan.python_steps():
+        doc["server"]["stats_file"] = str(stats_file)
+    return json.dumps(doc)
 
-    def __init__(self, config: Config) -> None:
+
+class Engine:
+    """One engine serving ``config`` (and its plugins) on a background thread.
+
+    ``plugins`` adds ``(name, plugin)`` pairs to those the configuration
+    loads (the test kit uses it).
+    """
+
+    def __init__(self, config: Config, plugins: Sequence[tuple[str, Any]] = ()) -> None:
         self.config = config
-        self._native = _engine.Engine(json.dumps(config.engine_config()))
+        self.plugins: LoadedPlugins = load_plugins(config, extra=plugins)
+        self.plan = build_plan(self.plugins)
+        # Without a Python step on the request path the engine gets no plan
+        # at all, and never enters the interpreter.
+        plan = self.plan if self.plan.python_steps() else None
+        self._native = _engine.Engine(engine_json(config, self.plan), plan)
         self.addresses: list[str] = []
 
     def start(self) -> list[str]:
-        """Bind and start serving; returns the bound "host:port" addresses."""
+        """Run the startup hooks, bind and start serving; returns the bound
+        "host:port" addresses."""
+        self.plugins.pm.hook.rproxy_startup()
         self.addresses = self._native.start()
         return self.addresses
 
     def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, and wait."""
+        """Stop accepting, let in-flight requests finish, wait, then run the
+        shutdown hooks."""
         if self._native.is_running() or self.addresses:
             self._native.stop()
             self.addresses = []
+            self.plugins.pm.hook.rproxy_shutdown()
+            self.plan.runtime.close()
+
+    def hook_stats(self) -> list[dict[str, Any]]:
+        """Counters of every hook step (see ``rproxy hooks --stats``)."""
+        return self._native.hook_stats()
 
     @property
     def url(self) -> str:

@@ -27,8 +27,15 @@ class ConfigIssue:
 
 
 class ConfigError(RproxyError):
-    """A configuration was rejected; ``issues`` lists every problem found."""
+    """A configuration was rejected; ``issues`` lists every problem found.
 
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    A plugin rejects its table with ``ConfigError("message")``, or
+    ``ConfigError("message", key="name")`` to point at one of its keys; rproxy
+    adds the file and line.
+    """
+
+    def __init__(self, issues: list[ConfigIssue] | str, key: str | None = None) -> None:
+        if isinstance(issues, str):
+            issues = [ConfigIssue(0, 0, "", key or "", issues)]
         self.issues = sorted(issues)
         super().__init__("\n".join(str(i) for i in self.issues))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from rproxy.config import Address, Config
+from rproxy.stats import stats_dir
 
 __all__ = ["Master"]
 
@@ -64,7 +65,7 @@ class Master:
         self._reserved: list[socket.socket] = []
         self._state = _State()
         self._sel = selectors.DefaultSelector()
-        self._engine_json = ""
+        self._orders = ""
 
     def _log(self, message: str) -> None:
         print(f"rproxy: {message}", file=self.err, flush=True)
@@ -100,7 +101,7 @@ class Master:
         os.close(w)
         assert proc.stdin is not None
         try:
-            proc.stdin.write(self._engine_json.encode())
+            proc.stdin.write(self._orders.encode())
             proc.stdin.close()
         except BrokenPipeError:
             pass  # It died at once; the supervisor loop will notice.
@@ -141,7 +142,19 @@ class Master:
     def run(self) -> int:
         """Serve until SIGTERM or SIGINT; returns the exit status."""
         addresses = self.reserve()
-        self._engine_json = json.dumps(self.config.engine_config(listen=addresses, workers=self.count))
+        stats = stats_dir(self.config)
+        stats.mkdir(parents=True, exist_ok=True)
+        for old in stats.glob("worker-*.json"):
+            old.unlink(missing_ok=True)
+        self._orders = json.dumps(
+            {
+                "config_text": self.config.source,
+                "config_path": str(self.config.path.resolve()),
+                "listen": [[a.host, a.port] for a in addresses],
+                "workers": self.count,
+                "stats_dir": str(stats),
+            }
+        )
         wake = self._install_signals()
         for _ in range(self.count):
             self._spawn()
@@ -211,6 +224,7 @@ class Master:
             if code is None:
                 continue
             self._forget(w)
+            (stats_dir(self.config) / f"worker-{w.proc.pid}.json").unlink(missing_ok=True)
             how = f"signal {-code}" if code < 0 else f"status {code}"
             lived = time.monotonic() - w.started
             if lived < QUICK_DEATH:

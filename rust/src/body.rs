@@ -121,6 +121,15 @@ impl Body for RequestBody {
 /// from an upstream connection.
 pub struct ProxyBody {
     inner: ProxyInner,
+    done: Option<Completion>,
+}
+
+/// Called once when a body is dropped: with the bytes it produced and
+/// whether it reached its end.
+struct Completion {
+    sent: u64,
+    complete: bool,
+    callback: Box<dyn FnOnce(u64, bool) + Send>,
 }
 
 enum ProxyInner {
@@ -134,6 +143,7 @@ impl ProxyBody {
     pub fn empty() -> Self {
         ProxyBody {
             inner: ProxyInner::Empty,
+            done: None,
         }
     }
 
@@ -146,12 +156,33 @@ impl ProxyBody {
             } else {
                 ProxyInner::Full(Some(bytes))
             },
+            done: None,
         }
     }
 
     pub(crate) fn upstream(body: UpstreamBody) -> Self {
         ProxyBody {
             inner: ProxyInner::Upstream(Box::new(body)),
+            done: None,
+        }
+    }
+
+    /// Call `callback(bytes, complete)` once the body is dropped — after it
+    /// was sent, or when sending it was abandoned.
+    pub fn on_done(mut self, callback: impl FnOnce(u64, bool) + Send + 'static) -> Self {
+        self.done = Some(Completion {
+            sent: 0,
+            complete: self.is_end_stream(),
+            callback: Box::new(callback),
+        });
+        self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            (done.callback)(done.sent, done.complete);
         }
     }
 }
@@ -164,11 +195,22 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        match &mut self.inner {
+        let this = &mut *self;
+        let frame = match &mut this.inner {
             ProxyInner::Empty => Poll::Ready(None),
             ProxyInner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyInner::Upstream(body) => body.poll_frame(cx),
+        };
+        if let Some(done) = &mut this.done {
+            match &frame {
+                Poll::Ready(Some(Ok(f))) => {
+                    done.sent += f.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                Poll::Ready(None) => done.complete = true,
+                _ => {}
+            }
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -194,6 +236,22 @@ impl Body for ProxyBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn completion_reports_bytes_and_end() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let body = ProxyBody::full("hello").on_done(move |n, complete| {
+            let _ = tx.send((n, complete));
+        });
+        let bytes = body.collect().await.expect("collect").to_bytes();
+        assert_eq!(&bytes[..], b"hello");
+        assert_eq!(rx.recv().expect("called"), (5, true));
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(ProxyBody::full("unsent").on_done(move |n, complete| {
+            let _ = tx.send((n, complete));
+        }));
+        assert_eq!(rx.recv().expect("called"), (0, false));
+    }
 
     #[tokio::test]
     async fn full_and_empty_bodies() {

@@ -69,6 +69,9 @@ pub struct ServerConfig {
     /// that ends within it is sent with a Content-Length and can be retried.
     #[serde(default = "kib64")]
     pub request_buffer_size: usize,
+    /// Where to write hook statistics every second (JSON), if anywhere.
+    #[serde(default)]
+    pub stats_file: Option<std::path::PathBuf>,
 }
 
 /// `[upstreams.NAME]`: one pool of servers and how to talk to them.

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::EngineConfig;
+use crate::hooks::Hooks;
 use crate::net;
 use crate::proxy::Proxy;
 use crate::server::{self, ServerCtx};
@@ -26,7 +27,12 @@ pub struct Engine {
 impl Engine {
     /// Compile `config` into an engine.
     pub fn new(config: EngineConfig) -> Result<Self, String> {
-        let proxy = Arc::new(Proxy::new(&config)?);
+        Engine::with_hooks(config, None)
+    }
+
+    /// Compile `config` with `hooks` consulted per request.
+    pub fn with_hooks(config: EngineConfig, hooks: Option<Arc<dyn Hooks>>) -> Result<Self, String> {
+        let proxy = Arc::new(Proxy::new(&config, hooks)?);
         Ok(Engine { config, proxy })
     }
 

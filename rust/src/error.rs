@@ -17,6 +17,8 @@ pub enum ErrorSource {
     Downstream,
     /// An upstream server failed, timed out or answered malformed.
     Upstream,
+    /// A plugin's hook raised, returned the wrong type or timed out.
+    Plugin,
     /// The proxy itself (configuration, a bug).
     Internal,
 }
@@ -56,6 +58,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// The upstream closed or reset the connection before the response was complete.
     UpstreamClosed,
+    /// A plugin's hook failed and its policy fails the request.
+    Plugin,
     /// A failure inside the proxy.
     Internal,
 }
@@ -79,7 +83,7 @@ impl ErrorKind {
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamClosed => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Plugin | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -97,6 +101,7 @@ impl ErrorKind {
             | ErrorKind::ClientTimeout
             | ErrorKind::ClientClosed => ErrorSource::Downstream,
             ErrorKind::NoRoute | ErrorKind::Internal => ErrorSource::Internal,
+            ErrorKind::Plugin => ErrorSource::Plugin,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol

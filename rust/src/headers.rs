@@ -51,20 +51,33 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     names
 }
 
-/// The `Via` received-protocol for a version (RFC 9110 §7.6.3).
-fn via_protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        _ => "1.1",
+/// Where the fields of an outbound request go: straight into the request
+/// head being written, or into a header map that hooks may still change.
+pub trait FieldSink {
+    /// Add one field.
+    fn field(&mut self, name: &str, value: &[u8]);
+}
+
+impl FieldSink for BytesMut {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        self.extend_from_slice(name.as_bytes());
+        self.extend_from_slice(b": ");
+        self.extend_from_slice(value);
+        self.extend_from_slice(b"\r\n");
     }
 }
 
-fn field(out: &mut BytesMut, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+impl FieldSink for HeaderMap {
+    fn field(&mut self, name: &str, value: &[u8]) {
+        // Names and values come from a parsed request or from fixed text,
+        // so both are valid; a failure here would be a bug, not input.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            self.append(n, v);
+        }
+    }
 }
 
 /// The authority a request was sent to: the absolute-form or `:authority`
@@ -76,15 +89,26 @@ pub fn request_authority(parts: &request::Parts) -> Option<&[u8]> {
     }
 }
 
-/// Append the header section of a request forwarded upstream, without the
-/// framing fields and the final empty line (the caller adds both).
+/// The `Via` value this proxy adds for a request received with `version`.
+fn via_value(version: Version) -> &'static [u8] {
+    match version {
+        Version::HTTP_10 => b"1.0 rproxy",
+        Version::HTTP_2 => b"2 rproxy",
+        _ => b"1.1 rproxy",
+    }
+}
+
+/// Emit the header section of a request forwarded upstream, without the
+/// framing fields (the caller adds those).
 ///
+/// `host` replaces the `Host` the client asked for (a route may set one);
 /// `fallback_host` is used when the client sent no authority at all (HTTP/1.0).
-pub fn write_upstream_fields(
-    out: &mut BytesMut,
+pub fn write_upstream_fields<S: FieldSink>(
+    out: &mut S,
     parts: &request::Parts,
     conn: &ConnInfo,
     upgrade: bool,
+    host: Option<&str>,
     fallback_host: &str,
 ) {
     let headers = &parts.headers;
@@ -119,37 +143,36 @@ pub fn write_upstream_fields(
             cookies.push(value.as_bytes());
             continue;
         }
-        field(out, name.as_str(), value.as_bytes());
+        out.field(name.as_str(), value.as_bytes());
     }
-    let host = request_authority(parts).unwrap_or(fallback_host.as_bytes());
-    field(out, "host", host);
+    let authority = request_authority(parts);
+    let sent_host = host
+        .map(str::as_bytes)
+        .or(authority)
+        .unwrap_or(fallback_host.as_bytes());
+    out.field("host", sent_host);
     if !cookies.is_empty() {
-        field(out, "cookie", &cookies.join(&b"; "[..]));
+        out.field("cookie", &cookies.join(&b"; "[..]));
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for prior in forwarded_for {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
+    if forwarded_for.is_empty() {
+        out.field("x-forwarded-for", conn.client_ip.as_bytes());
+    } else {
+        forwarded_for.push(conn.client_ip.as_bytes());
+        out.field("x-forwarded-for", &forwarded_for.join(&b", "[..]));
     }
-    out.extend_from_slice(conn.client_ip.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    field(out, "x-forwarded-proto", conn.scheme.as_bytes());
-    if let Some(h) = request_authority(parts) {
-        field(out, "x-forwarded-host", h);
+    out.field("x-forwarded-proto", conn.scheme.as_bytes());
+    if let Some(h) = authority {
+        out.field("x-forwarded-host", h);
     }
-    out.extend_from_slice(b"via: ");
-    out.extend_from_slice(via_protocol(parts.version).as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(VIA_PSEUDONYM.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.field("via", via_value(parts.version));
     if te_trailers {
-        field(out, "te", b"trailers");
+        out.field("te", b"trailers");
     }
     if upgrade {
         for value in headers.get_all(header::UPGRADE) {
-            field(out, "upgrade", value.as_bytes());
+            out.field("upgrade", value.as_bytes());
         }
-        field(out, "connection", b"upgrade");
+        out.field("connection", b"upgrade");
     }
 }
 
@@ -198,7 +221,7 @@ mod tests {
     fn forwarded(req: Request<()>, upgrade: bool) -> String {
         let (parts, ()) = req.into_parts();
         let mut out = BytesMut::new();
-        write_upstream_fields(&mut out, &parts, &conn(), upgrade, "backend:9000");
+        write_upstream_fields(&mut out, &parts, &conn(), upgrade, None, "backend:9000");
         String::from_utf8(out.to_vec()).expect("utf8")
     }
 

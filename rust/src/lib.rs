@@ -21,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod h1;
 pub mod headers;
+pub mod hooks;
 pub mod net;
 pub mod proxy;
 mod response;

@@ -1,18 +1,23 @@
 //! The request path: validate, route, forward, and turn every failure into
 //! the right response.
 //!
-//! Phases today: request checks → route → (respond | forward upstream →
-//! clean response). The hook plan of the plugin API slots in between them.
+//! Without hooks: request checks → route → (respond | forward upstream →
+//! clean response). With hooks (see [`crate::hooks`]), the phases run in
+//! their order around those steps: request_filter → cache_key → route →
+//! select_upstream → upstream_request → upstream → upstream_response →
+//! response → (sent) → log, and error when something fails.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version, request};
 use http_body::Body;
+use tokio::time::Instant;
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::config::EngineConfig;
@@ -20,6 +25,7 @@ use crate::error::{Error, ErrorKind, ErrorSource, Result};
 use crate::h1::encode;
 use crate::h1::parse::{ResponseHead, valid_host};
 use crate::headers;
+use crate::hooks::{ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision};
 use crate::response::{self, LocalResponse};
 use crate::route::{Action, Route, RouteTable};
 use crate::server::ConnInfo;
@@ -38,12 +44,17 @@ pub struct Proxy {
     routes: RouteTable,
     upstreams: Vec<Arc<Upstream>>,
     request_buffer_size: usize,
+    hooks: Option<Arc<dyn Hooks>>,
 }
 
 impl Proxy {
-    /// Compile `config`. Fails only on inconsistencies that config
-    /// validation should already have reported.
-    pub fn new(config: &EngineConfig) -> std::result::Result<Self, String> {
+    /// Compile `config`, with `hooks` consulted per request when given.
+    /// Fails only on inconsistencies that config validation should already
+    /// have reported.
+    pub fn new(
+        config: &EngineConfig,
+        hooks: Option<Arc<dyn Hooks>>,
+    ) -> std::result::Result<Self, String> {
         let s = &config.server;
         let mut pools: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (name, cfg) in &config.upstreams {
@@ -94,7 +105,13 @@ impl Proxy {
             routes: RouteTable::new(routes),
             upstreams,
             request_buffer_size: s.request_buffer_size,
+            hooks,
         })
+    }
+
+    /// Counters of every hook step.
+    pub fn hook_stats(&self) -> Vec<crate::hooks::StepReport> {
+        self.hooks.as_ref().map(|h| h.stats()).unwrap_or_default()
     }
 
     /// Close idle upstream connections past their keep-alive timeout.
@@ -104,68 +121,227 @@ impl Proxy {
         }
     }
 
-    /// Serve one request. Never fails: errors become error responses.
-    pub async fn handle(&self, req: Request<RequestBody>, conn: &ConnInfo) -> Response<ProxyBody> {
-        match self.process(req, conn).await {
-            Ok(resp) => resp,
-            Err(err) => {
-                match err.source_side() {
-                    ErrorSource::Upstream => log::warn!("{} upstream error: {err}", conn.client),
-                    ErrorSource::Internal => log::error!("{} internal error: {err}", conn.client),
-                    ErrorSource::Downstream => log::debug!("{} client error: {err}", conn.client),
-                }
-                response::error(&err)
-            }
-        }
+    /// The pool called `name`.
+    fn pool(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.name == name)
     }
 
-    async fn process(
+    /// Serve one request. Never fails: errors become error responses.
+    pub async fn handle(
         &self,
         req: Request<RequestBody>,
-        conn: &ConnInfo,
-    ) -> Result<Response<ProxyBody>> {
-        if req.method() == Method::CONNECT {
-            return Err(Error::new(
-                ErrorKind::MethodNotAllowed,
-                "CONNECT is not proxied",
-            ));
+        conn: &Arc<ConnInfo>,
+    ) -> Response<ProxyBody> {
+        if let Some(hooks) = &self.hooks {
+            return self.handle_with_hooks(hooks, req, conn).await;
         }
-        if req.version() == Version::HTTP_2 {
-            check_h2_authority(&req)?;
-        }
+        let (parts, body) = req.into_parts();
+        let result = match self.choose(&parts) {
+            Ok(Choice::Respond(local)) => Ok(local.to_response()),
+            Ok(Choice::Forward(upstream)) => {
+                let mut ex = Bare { parts, conn };
+                self.forward(&upstream, &mut ex, body, None, Rewrite::default())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        result.unwrap_or_else(|err| {
+            log_error(&err, conn);
+            response::error(&err)
+        })
+    }
+
+    /// Checks that apply whatever the route, then the configured route.
+    fn choose(&self, parts: &request::Parts) -> Result<Choice> {
+        check_request(parts)?;
         let route = self
             .routes
-            .find(req.uri().path())
+            .find(parts.uri.path())
             .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route matches"))?;
-        match &route.action {
-            Action::Respond(local) => Ok(local.to_response()),
-            Action::Forward(upstream) => self.forward(upstream, req, conn).await,
-        }
+        Ok(match &route.action {
+            Action::Respond(local) => Choice::Respond(local.clone()),
+            Action::Forward(upstream) => Choice::Forward(upstream.clone()),
+        })
     }
 
-    async fn forward(
+    async fn handle_with_hooks(
+        &self,
+        hooks: &Arc<dyn Hooks>,
+        req: Request<RequestBody>,
+        conn: &Arc<ConnInfo>,
+    ) -> Response<ProxyBody> {
+        let (parts, body) = req.into_parts();
+        let mut ex = Exchange::new(parts, conn.clone());
+        let mut resp = match self.process_with_hooks(hooks.as_ref(), &mut ex, body).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                log_error(&err, conn);
+                let summary = ErrorSummary::of(&err);
+                let custom = if hooks.has(Phase::Error) {
+                    hooks.error(&mut ex, &summary).await
+                } else {
+                    None
+                };
+                ex.error = Some(summary);
+                let mut resp = custom.unwrap_or_else(|| response::error(&err));
+                if err.source_side() == ErrorSource::Downstream {
+                    resp.extensions_mut().insert(CloseConnection);
+                }
+                resp
+            }
+        };
+        if hooks.has(Phase::Response) {
+            let (mut head, body) = resp.into_parts();
+            // A failing response hook is logged and skipped by the plan.
+            let _ = hooks
+                .response(&mut ex, &mut head.status, &mut head.headers)
+                .await;
+            resp = Response::from_parts(head, body);
+        }
+        if !hooks.has(Phase::Log) {
+            return resp;
+        }
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let hooks = hooks.clone();
+        resp.map(move |body| {
+            body.on_done(move |body_bytes, complete| {
+                let total = ex.started.elapsed();
+                let record = LogRecord {
+                    status,
+                    headers,
+                    body_bytes,
+                    complete,
+                    total,
+                };
+                hooks.log(ex, record);
+            })
+        })
+    }
+
+    async fn process_with_hooks(
+        &self,
+        hooks: &dyn Hooks,
+        ex: &mut Exchange,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>> {
+        check_request(&ex.parts)?;
+        if hooks.has(Phase::RequestFilter) {
+            if let Some(resp) = hooks.request_filter(ex).await? {
+                return Ok(resp);
+            }
+        }
+        if hooks.has(Phase::CacheKey) {
+            hooks.cache_key(ex).await?;
+        }
+        let decision = if hooks.has(Phase::Route) {
+            hooks.route(ex).await?
+        } else {
+            None
+        };
+        let (upstream, rewrite) = match decision {
+            Some(RouteDecision::Respond(resp)) => return Ok(resp),
+            Some(RouteDecision::Forward { pool, path, host }) => {
+                let upstream = self.pool(&pool).cloned().ok_or_else(|| {
+                    Error::new(ErrorKind::Plugin, "a route hook chose an unknown pool")
+                })?;
+                (upstream, Rewrite { path, host })
+            }
+            None => match self.choose(&ex.parts)? {
+                Choice::Respond(local) => return Ok(local.to_response()),
+                Choice::Forward(upstream) => (upstream, Rewrite::default()),
+            },
+        };
+        ex.pool = Some(upstream.name.clone());
+        self.forward(&upstream, ex, body, Some(hooks), rewrite)
+            .await
+    }
+
+    async fn forward<X: InFlight>(
         &self,
         upstream: &Upstream,
-        req: Request<RequestBody>,
-        conn: &ConnInfo,
+        ex: &mut X,
+        body: RequestBody,
+        hooks: Option<&dyn Hooks>,
+        rewrite: Rewrite,
     ) -> Result<Response<ProxyBody>> {
-        let (parts, body) = req.into_parts();
-        let upgrade = parts.extensions.get::<UpgradeRequested>().is_some();
-        let declared_body = parts.headers.contains_key(header::CONTENT_LENGTH)
-            || parts.headers.contains_key(header::TRANSFER_ENCODING)
-            || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        let upgrade = ex.parts().extensions.get::<UpgradeRequested>().is_some();
+        let method = ex.parts().method.clone();
+        let declared_body = ex.parts().headers.contains_key(header::CONTENT_LENGTH)
+            || ex.parts().headers.contains_key(header::TRANSFER_ENCODING)
+            || matches!(method, Method::POST | Method::PUT | Method::PATCH);
 
         let mut out = prebuffer(body, self.request_buffer_size).await?;
 
-        let target = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .filter(|pq| !pq.is_empty())
-            .unwrap_or("/");
+        // Which server first: a hook's choice, or the pool's own order.
+        let mut first = None;
+        if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
+            if hooks.has(Phase::SelectUpstream) {
+                let candidates: Vec<SocketAddr> = upstream.servers.iter().map(|s| s.addr).collect();
+                if let Some(addr) = hooks.select_upstream(ex, &candidates).await? {
+                    first = Some(
+                        upstream
+                            .servers
+                            .iter()
+                            .position(|s| s.addr == addr)
+                            .ok_or_else(|| {
+                                Error::new(
+                                    ErrorKind::Plugin,
+                                    "rproxy_select_upstream chose a server outside the pool",
+                                )
+                            })?,
+                    );
+                }
+            }
+        }
+        let servers: Vec<&Arc<crate::upstream::Server>> = match first {
+            Some(i) => upstream.order_from(i).collect(),
+            None => upstream.order().collect(),
+        };
+
         let mut head = BytesMut::with_capacity(512);
-        encode::write_request_line(&mut head, &parts.method, target);
-        headers::write_upstream_fields(&mut head, &parts, conn, upgrade, &upstream.default_host);
+        let hooked = hooks.filter(|h| h.has(Phase::UpstreamRequest));
+        match (hooked, ex.exchange()) {
+            (Some(hooks), Some(ex)) => {
+                let mut fields = HeaderMap::new();
+                headers::write_upstream_fields(
+                    &mut fields,
+                    &ex.parts,
+                    &ex.conn,
+                    upgrade,
+                    rewrite.host.as_deref(),
+                    &upstream.default_host,
+                );
+                let target = match rewrite.path {
+                    Some(path) => path,
+                    None => origin_target(&ex.parts).to_owned(),
+                };
+                let mut outbound = Outbound {
+                    method: method.clone(),
+                    target,
+                    headers: fields,
+                };
+                ex.upstream = servers.first().map(|s| s.addr);
+                hooks.upstream_request(ex, &mut outbound).await?;
+                encode::write_request_line(&mut head, &outbound.method, &outbound.target);
+                encode::write_fields(&mut head, &outbound.headers);
+            }
+            _ => {
+                let target = rewrite
+                    .path
+                    .as_deref()
+                    .unwrap_or_else(|| origin_target(ex.parts()));
+                encode::write_request_line(&mut head, &method, target);
+                headers::write_upstream_fields(
+                    &mut head,
+                    ex.parts(),
+                    ex.conn(),
+                    upgrade,
+                    rewrite.host.as_deref(),
+                    &upstream.default_host,
+                );
+            }
+        }
         match (&out.rest, out.chunked) {
             (_, true) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             (Some(rest), false) => {
@@ -188,7 +364,7 @@ impl Proxy {
         let head = head.freeze();
 
         let idempotent = matches!(
-            parts.method,
+            method,
             Method::GET
                 | Method::HEAD
                 | Method::OPTIONS
@@ -197,7 +373,7 @@ impl Proxy {
                 | Method::DELETE
         );
         let mut last_error = None;
-        for server in upstream.order() {
+        for server in servers {
             // Connect failures are retried on the next server: nothing was sent.
             let mut conn = match upstream.connection(server).await {
                 Ok(c) => c,
@@ -208,12 +384,24 @@ impl Proxy {
                 }
             };
             let mut retried_fresh = false;
+            let sent_at = Instant::now();
             loop {
                 match conn
-                    .exchange(&head, &mut out, &parts.method, &upstream.timeouts)
+                    .exchange(&head, &mut out, &method, &upstream.timeouts)
                     .await
                 {
-                    Ok((resp, sent_all)) => {
+                    Ok((mut resp, sent_all)) => {
+                        if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
+                            ex.upstream = Some(server.addr);
+                            ex.upstream_time = Some(sent_at.elapsed());
+                            if hooks.has(Phase::UpstreamResponse)
+                                && resp.status != StatusCode::SWITCHING_PROTOCOLS
+                            {
+                                hooks
+                                    .upstream_response(ex, &mut resp.status, &mut resp.headers)
+                                    .await?;
+                            }
+                        }
                         return finish(conn, resp, sent_all, upgrade, upstream);
                     }
                     Err(ExchangeError { error, stale }) => {
@@ -233,6 +421,90 @@ impl Proxy {
         Err(last_error
             .unwrap_or_else(|| Error::new(ErrorKind::UpstreamConnect, "no upstream server")))
     }
+}
+
+/// What the configured routes decided.
+enum Choice {
+    Respond(LocalResponse),
+    Forward(Arc<Upstream>),
+}
+
+/// Changes a route makes to the upstream request.
+#[derive(Default)]
+struct Rewrite {
+    path: Option<String>,
+    host: Option<String>,
+}
+
+/// A request in flight: with hooks, the full [`Exchange`]; without, just
+/// its head and connection (nothing to allocate).
+trait InFlight: Send {
+    fn parts(&self) -> &request::Parts;
+    fn conn(&self) -> &ConnInfo;
+    fn exchange(&mut self) -> Option<&mut Exchange>;
+}
+
+struct Bare<'a> {
+    parts: request::Parts,
+    conn: &'a Arc<ConnInfo>,
+}
+
+impl InFlight for Bare<'_> {
+    fn parts(&self) -> &request::Parts {
+        &self.parts
+    }
+    fn conn(&self) -> &ConnInfo {
+        self.conn
+    }
+    fn exchange(&mut self) -> Option<&mut Exchange> {
+        None
+    }
+}
+
+impl InFlight for Exchange {
+    fn parts(&self) -> &request::Parts {
+        &self.parts
+    }
+    fn conn(&self) -> &ConnInfo {
+        &self.conn
+    }
+    fn exchange(&mut self) -> Option<&mut Exchange> {
+        Some(self)
+    }
+}
+
+fn log_error(err: &Error, conn: &ConnInfo) {
+    match err.source_side() {
+        ErrorSource::Upstream => log::warn!("{} upstream error: {err}", conn.client),
+        // The plan already logged the failure, with the plugin's traceback.
+        ErrorSource::Plugin => log::debug!("{} plugin error: {err}", conn.client),
+        ErrorSource::Internal => log::error!("{} internal error: {err}", conn.client),
+        ErrorSource::Downstream => log::debug!("{} client error: {err}", conn.client),
+    }
+}
+
+/// The request target to send upstream: origin-form path and query.
+fn origin_target(parts: &request::Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| !pq.is_empty())
+        .unwrap_or("/")
+}
+
+/// Requests the proxy refuses whatever the route.
+fn check_request(parts: &request::Parts) -> Result<()> {
+    if parts.method == Method::CONNECT {
+        return Err(Error::new(
+            ErrorKind::MethodNotAllowed,
+            "CONNECT is not proxied",
+        ));
+    }
+    if parts.version == Version::HTTP_2 {
+        check_h2_authority(parts)?;
+    }
+    Ok(())
 }
 
 /// Turn an upstream response head into the response sent downstream.
@@ -332,10 +604,10 @@ async fn prebuffer(mut body: RequestBody, limit: usize) -> Result<OutBody> {
 
 /// RFC 9113 §8.3.1: an HTTP/2 request names its authority in `:authority`
 /// or `Host`; when both are present they must agree.
-fn check_h2_authority(req: &Request<RequestBody>) -> Result<()> {
+fn check_h2_authority(parts: &request::Parts) -> Result<()> {
     let bad = |why| Error::new(ErrorKind::BadRequest, why);
-    let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
-    match (req.uri().authority(), host) {
+    let host = parts.headers.get(header::HOST).map(HeaderValue::as_bytes);
+    match (parts.uri.authority(), host) {
         (None, None) => Err(bad("HTTP/2 request without authority")),
         (Some(a), Some(h)) if !a.as_str().as_bytes().eq_ignore_ascii_case(h) => {
             Err(bad(":authority and Host differ"))

@@ -10,7 +10,7 @@ use crate::proxy::CloseConnection;
 
 /// A fixed response configured on a route.
 #[derive(Debug, Clone)]
-pub(crate) struct LocalResponse {
+pub struct LocalResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,

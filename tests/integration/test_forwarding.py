@@ -9,10 +9,11 @@ import h2.config
 import h2.connection
 import h2.events
 
-from conftest import StartProxy, proxy_config
 from rproxy.engine import Engine
+from rproxy.testing.origin import Origin, Received, Reply
+
+from conftest import StartProxy, proxy_config
 from support.client import Reader, build, connect, request
-from support.origin import Origin, Received, Reply
 
 
 def addr(engine: Engine) -> str:

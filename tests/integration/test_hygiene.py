@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from conftest import StartProxy, proxy_config
 from rproxy.engine import Engine
+from rproxy.testing.origin import Origin, Received, Reply
+
+from conftest import StartProxy, proxy_config
 from support.client import request
-from support.origin import Origin, Received, Reply
 
 
 def test_request_hop_by_hop_fields_are_removed(proxy: Engine, origin: Origin) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from rproxy.testing.origin import Origin, Received, Reply
+
 from conftest import proxy_config
 from support.client import request
-from support.origin import Origin, Received, Reply
 from support.process import RproxyProcess
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from rproxy.testing.origin import Origin, Received, Reply
+
 from conftest import proxy_config
 from support.client import Reader, build, connect
-from support.origin import Origin, Received, Reply
 from support.process import RproxyProcess, peak_rss
 
 MIB = 1 << 20

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import StartProxy, proxy_config
 from rproxy.engine import Engine
+from rproxy.testing.origin import Origin
+
+from conftest import StartProxy, proxy_config
 from support.client import exchange_raw
-from support.origin import Origin
 
 H = "Host: test.local\r\n"
 

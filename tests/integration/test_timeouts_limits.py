@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from rproxy.testing.origin import Origin, Reply
+
 from conftest import StartProxy, proxy_config
 from support.client import Reader, build, connect
-from support.origin import Origin, Reply
 
 H = b"Host: test.local\r\n"
 

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from rproxy.testing.origin import Origin, Received, Reply, Takeover
+
 from conftest import StartProxy, proxy_config
 from support.client import Reader, build, connect, request
-from support.origin import Origin, Received, Reply, Takeover
 
 MALFORMED = {
     "status-4-digits": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",

@@ -9,9 +9,10 @@ import os
 import socket
 import struct
 
+from rproxy.testing.origin import Origin, Received, Reply, Takeover
+
 from conftest import StartProxy, proxy_config
 from support.client import Reader, build, connect, request
-from support.origin import Origin, Received, Reply, Takeover
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_check_accepts_the_repository_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(ROOT / "proxy.toml")]) == 0
     out = capsys.readouterr().out
-    assert out.endswith("proxy.toml: ok (3 route(s), 1 upstream pool(s), 2 worker(s), listening on 127.0.0.1:8080)\n")
+    assert "proxy.toml: ok (3 route(s), 1 upstream pool(s)," in out
+    assert out.endswith("2 worker(s), listening on 127.0.0.1:8080)\n")
 
 
 def test_init_writes_a_valid_commented_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -138,6 +138,9 @@ respond = { status = 204, headers = { "X-A" = "1" } }
 [[routes]]
 path_prefix = "/"
 upstream = "app"
+
+[plugins]
+dirs = []
 """)
     engine = cfg.engine_config(workers=2)
     assert engine["server"]["listen"] == ["0.0.0.0:8080", "127.0.0.1:8081"]

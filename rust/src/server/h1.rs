@@ -530,8 +530,11 @@ impl H1Conn {
         if framing != Framing::Empty {
             self.write_body(&mut body, framing).await?;
         }
+        let sent = self.send().await;
+        // Dropped only now: completion hooks (rproxy_log) run after the
+        // client has the whole response.
         drop(body);
-        self.send().await?;
+        sent?;
         Ok(keep_alive)
     }
 

@@ -98,6 +98,9 @@ pub(crate) async fn serve(
             loop {
                 tick.tick().await;
                 ctx.proxy.sweep_pools();
+                if let Some(path) = &ctx.config.stats_file {
+                    write_stats(path, &ctx.proxy);
+                }
             }
         }
     });
@@ -115,7 +118,34 @@ pub(crate) async fn serve(
         );
     }
     sweeper.abort();
+    if let Some(path) = &ctx.config.stats_file {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
+}
+
+/// Write the hook counters where `rproxy hooks --stats` reads them: to a
+/// temporary file first, so a reader never sees half of one.
+fn write_stats(path: &std::path::Path, proxy: &Proxy) {
+    #[derive(serde::Serialize)]
+    struct Snapshot {
+        pid: u32,
+        steps: Vec<crate::hooks::StepReport>,
+    }
+    let snapshot = Snapshot {
+        pid: std::process::id(),
+        steps: proxy.hook_stats(),
+    };
+    let Ok(json) = serde_json::to_vec(&snapshot) else {
+        return;
+    };
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .is_err()
+    {
+        log::debug!("cannot write hook statistics to {}", path.display());
+    }
 }
 
 async fn accept_loop(

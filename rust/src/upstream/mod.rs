@@ -30,7 +30,7 @@ pub(crate) struct Timeouts {
 }
 
 /// One upstream server.
-pub(crate) struct Server {
+pub struct Server {
     pub(crate) addr: SocketAddr,
     pool: Pool,
     keepalive_requests: u32,
@@ -100,6 +100,12 @@ impl Upstream {
             0
         };
         (0..n).map(move |i| &self.servers[(start + i) % n])
+    }
+
+    /// All servers, starting with the one at `first` (a hook's choice).
+    pub(crate) fn order_from(&self, first: usize) -> impl Iterator<Item = &Arc<Server>> {
+        let n = self.servers.len();
+        (0..n).map(move |i| &self.servers[(first + i) % n])
     }
 
     /// A pooled connection to `server`, or a new one.

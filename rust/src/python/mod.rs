@@ -4,20 +4,27 @@
 //! engine then runs without the interpreter: every blocking call below
 //! detaches from it first, so Python threads keep running meanwhile.
 
+mod plan;
+mod views;
+
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::config::EngineConfig;
 use crate::engine::{Engine, RunningEngine};
+use crate::hooks::Hooks;
+use plan::PyHooks;
 
 /// An engine built from a validated configuration (JSON).
 #[pyclass(name = "Engine", module = "rproxy._engine")]
 struct PyEngine {
     engine: Mutex<Option<Engine>>,
     running: Mutex<Option<RunningEngine>>,
+    hooks: Option<Arc<PyHooks>>,
 }
 
 fn take<T>(slot: &Mutex<Option<T>>, what: &str) -> PyResult<T> {
@@ -29,15 +36,39 @@ fn take<T>(slot: &Mutex<Option<T>>, what: &str) -> PyResult<T> {
 
 #[pymethods]
 impl PyEngine {
+    /// ``Engine(config_json, plan=None)``: ``plan`` is a ``rproxy.plan.Plan``.
     #[new]
-    fn new(config_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (config_json, plan=None))]
+    fn new(config_json: &str, plan: Option<Bound<'_, PyAny>>) -> PyResult<Self> {
         let config = EngineConfig::from_json(config_json)
             .map_err(|e| PyValueError::new_err(format!("invalid engine config: {e}")))?;
-        let engine = Engine::new(config).map_err(PyValueError::new_err)?;
+        let hooks = plan.map(|p| PyHooks::new(&p)).transpose()?.map(Arc::new);
+        let dyn_hooks = hooks.clone().map(|h| h as Arc<dyn Hooks>);
+        let engine = Engine::with_hooks(config, dyn_hooks).map_err(PyValueError::new_err)?;
         Ok(PyEngine {
             engine: Mutex::new(Some(engine)),
             running: Mutex::new(None),
+            hooks,
         })
+    }
+
+    /// Counters of every hook step: a list of dicts with ``hook``,
+    /// ``plugin``, ``calls``, ``errors``, ``total_ns`` and ``histogram``.
+    fn hook_stats<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let reports = self.hooks.as_ref().map(|h| h.stats()).unwrap_or_default();
+        reports
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("hook", r.hook)?;
+                d.set_item("plugin", r.plugin)?;
+                d.set_item("calls", r.calls)?;
+                d.set_item("errors", r.errors)?;
+                d.set_item("total_ns", r.total_ns)?;
+                d.set_item("histogram", r.histogram)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Bind the listeners and serve on a background thread; returns the
@@ -138,6 +169,10 @@ fn version() -> &'static str {
 fn engine_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     init_logging();
     m.add_class::<PyEngine>()?;
+    m.add_class::<views::PyRequest>()?;
+    m.add_class::<views::PyResponse>()?;
+    m.add_class::<views::PyHeaders>()?;
+    m.add_class::<plan::Completion>()?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     Ok(())
 }

@@ -120,6 +120,7 @@ class Origin:
                 sock, _ = self._listener.accept()
             except OSError:
                 return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
                 conn_id = self.connections
@@ -236,12 +237,14 @@ class Origin:
             chunked = True
         if reply.close:
             lines.append("Connection: close")
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if no_body:
+            sock.sendall(head)
             return reply.close
         if isinstance(body, bytes):
-            sock.sendall(body)
+            sock.sendall(head + body)
         else:
+            sock.sendall(head)
             for piece in body:
                 if chunked:
                     sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
