@@ -150,7 +150,18 @@ http {{
 }}"""
 
 
-def rproxy_conf(port: int, origin: int, extra: str = "") -> str:
+#: rproxy variants: name -> plugin folder (None: no Python on the request path).
+VARIANTS: dict[str, Path | None] = {
+    "rproxy": None,
+    "rproxy+1hook": HERE / "plugins" / "one",
+    "rproxy+5hooks": HERE / "plugins" / "five",
+}
+#: Python hooks each variant runs per request.
+HOOKS_PER_REQUEST = {"rproxy": 0, "rproxy+1hook": 1, "rproxy+5hooks": 5}
+
+
+def rproxy_conf(port: int, origin: int, plugins: Path | None = None) -> str:
+    dirs = f'["{plugins}"]' if plugins else "[]"
     return f"""
 [server]
 listen = ["127.0.0.1:{port}"]
@@ -162,7 +173,15 @@ servers = ["127.0.0.1:{origin}"]
 [[routes]]
 path_prefix = "/"
 upstream = "origin"
-{extra}"""
+
+[plugins]
+dirs = {dirs}
+"""
+
+
+def sizes_for(name: str, args: argparse.Namespace) -> tuple[str, ...]:
+    """The hook variants are measured on the 1 KiB response (their target) unless --all-sizes."""
+    return tuple(SIZES) if name in ("nginx", "rproxy") or args.all_sizes else ("1k",)
 
 
 def pids_of(root: int) -> list[int]:
@@ -235,6 +254,14 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring each proxy")
     ap.add_argument("--json", type=Path, help="also write the runs here")
     ap.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        help="rproxy variants to run (default: all)",
+    )
+    ap.add_argument("--all-sizes", action="store_true", help="run the hook variants on 64 KiB too")
+    ap.add_argument(
         "--nginx-plain", action="store_true", help="run nginx without the forwarding headers rproxy adds by default"
     )
     args = ap.parse_args()
@@ -246,36 +273,39 @@ def main() -> int:
         work = Path(tmp)
         work.chmod(0o755)  # nginx workers run as an unprivileged user
         try:
-            origin_port, nginx_port, rproxy_port = free_port(), free_port(), free_port()
+            origin_port, nginx_port = free_port(), free_port()
             procs.append(start_nginx(work, "origin", origin_conf(work, origin_port)))
             procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port, not args.nginx_plain)))
-            (work / "rproxy.toml").write_text(rproxy_conf(rproxy_port, origin_port))
-            rproxy = subprocess.Popen(
-                [sys.executable, "-m", "rproxy", "run", str(work / "rproxy.toml")], stdout=subprocess.DEVNULL
-            )
-            procs.append(rproxy)
-            proxies = {"nginx": (procs[1].pid, nginx_port), "rproxy": (rproxy.pid, rproxy_port)}
-            for port in (origin_port, nginx_port, rproxy_port):
+            proxies = {"nginx": (procs[1].pid, nginx_port)}
+            for variant in args.variants:
+                port = free_port()
+                conf = work / f"{variant}.toml"
+                conf.write_text(rproxy_conf(port, origin_port, VARIANTS[variant]))
+                proc = subprocess.Popen([sys.executable, "-m", "rproxy", "run", str(conf)], stdout=subprocess.DEVNULL)
+                procs.append(proc)
+                proxies[variant] = (proc.pid, port)
+            for port in [origin_port, *(p for _, p in proxies.values())]:
                 wait_port(port)
-            for _, port in proxies.values():
-                for path in ("/1k", "/64k"):
-                    run_wrk(port, path, args.warmup, args.threads, args.connections)
+            for name, (_, port) in proxies.items():
+                for size in sizes_for(name, args):
+                    run_wrk(port, f"/{size}", args.warmup, args.threads, args.connections)
             for rnd in range(1, args.rounds + 1):
-                # Alternate who goes first, so that drift of the machine
-                # within a round favours neither proxy.
+                # Alternate the order, so that drift of the machine within a
+                # round favours no proxy.
                 order = list(proxies.items()) if rnd % 2 else list(reversed(proxies.items()))
                 for size in SIZES:
                     for name, (pid, port) in order:
+                        if size not in sizes_for(name, args):
+                            continue
                         pids = pids_of(pid)
                         before = cpu_ticks(pids)
                         requests, rps, p50, p99, errors = run_wrk(
                             port, f"/{size}", args.duration, args.threads, args.connections
                         )
                         cpu_us = (cpu_ticks(pids) - before) / CLK_TCK * 1e6 / max(requests, 1)
-                        run = Run(name, size, rnd, requests, rps, p50, p99, cpu_us, errors)
-                        runs.append(run)
+                        runs.append(Run(name, size, rnd, requests, rps, p50, p99, cpu_us, errors))
                         print(
-                            f"round {rnd} {size:>3} {name:<7} {rps:>10.0f} req/s  p50 {p50:6.2f} ms  "
+                            f"round {rnd} {size:>3} {name:<14} {rps:>10.0f} req/s  p50 {p50:6.2f} ms  "
                             f"p99 {p99:6.2f} ms  {cpu_us:6.1f} CPU-us/req  errors {errors}",
                             file=sys.stderr,
                         )
@@ -293,37 +323,48 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     def med(proxy: str, size: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs if r.proxy == proxy and r.size == size)
 
-    def ratio(size: str, attr: str) -> float:
-        """Median over rounds of rproxy / nginx within the same round."""
+    def ratio(size: str, attr: str, proxy: str) -> float:
+        """Median over rounds of proxy / nginx within the same round."""
         by_round: dict[int, dict[str, float]] = {}
         for r in runs:
             if r.size == size:
                 by_round.setdefault(r.round, {})[r.proxy] = getattr(r, attr)
-        return statistics.median(v["rproxy"] / v["nginx"] for v in by_round.values() if len(v) == 2)
+        return statistics.median(v[proxy] / v["nginx"] for v in by_round.values() if proxy in v and "nginx" in v)
 
+    forwarding = "without forwarding headers" if args.nginx_plain else "adding the forwarding headers rproxy adds"
+    nginx_version = subprocess.run([nginx_bin(), "-v"], capture_output=True, text=True, check=False).stderr.strip()
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        f"nginx: {subprocess.run([nginx_bin(), '-v'], capture_output=True, text=True, check=False).stderr.strip()}; "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.rounds} interleaved round(s), "
-        f"{args.warmup}s warm-up, order alternating per round; nginx "
-        f"{'without forwarding headers' if args.nginx_plain else 'adding the forwarding headers rproxy adds'}. "
-        "Figures are medians over rounds; "
-        "ratios are the median of the per-round ratios (rproxy / nginx in the same round).",
+        f"nginx: {nginx_version}; wrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+        f"{args.rounds} interleaved round(s), {args.warmup}s warm-up, order alternating per round; "
+        f"nginx {forwarding}. Figures are medians over rounds; ratios are the median of the per-round "
+        "ratios (proxy / nginx in the same round).",
         "",
         "| size | proxy | req/s | p50 ms | p99 ms | CPU-µs/req | req/s vs nginx | CPU/req vs nginx |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for size in SIZES:
-        for proxy in ("nginx", "rproxy"):
+        for proxy in ["nginx", *VARIANTS]:
+            if not any(r.proxy == proxy and r.size == size for r in runs):
+                continue
             rps, cpu = med(proxy, size, "rps"), med(proxy, size, "cpu_us_per_req")
-            rps_ratio = ratio(size, "rps") if proxy == "rproxy" else 1.0
-            cpu_ratio = ratio(size, "cpu_us_per_req") if proxy == "rproxy" else 1.0
+            rps_ratio = ratio(size, "rps", proxy) if proxy != "nginx" else 1.0
+            cpu_ratio = ratio(size, "cpu_us_per_req", proxy) if proxy != "nginx" else 1.0
             lines.append(
                 f"| {size} | {proxy} | {rps:.0f} | {med(proxy, size, 'p50_ms'):.2f} | {med(proxy, size, 'p99_ms'):.2f} "
                 f"| {cpu:.1f} | {rps_ratio:.2f}× | {cpu_ratio:.2f}× |"
             )
-    errors = sum(r.errors for r in runs)
     lines.append("")
+    if any(r.proxy == "rproxy" and r.size == "1k" for r in runs):
+        base = med("rproxy", "1k", "cpu_us_per_req")
+        for variant, hooks in HOOKS_PER_REQUEST.items():
+            if hooks and any(r.proxy == variant and r.size == "1k" for r in runs):
+                extra = med(variant, "1k", "cpu_us_per_req") - base
+                lines.append(
+                    f"{variant}: {extra:+.1f} CPU-µs per request over plain rproxy, "
+                    f"{extra / hooks:.2f} µs per hook call"
+                )
+    errors = sum(r.errors for r in runs)
     lines.append(f"errors (non-2xx or socket) across all runs: {errors}")
     return "\n".join(lines)
 

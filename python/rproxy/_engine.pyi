@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, final
 
-__all__ = ["Completion", "Engine", "Headers", "Request", "Response", "version"]
+__all__ = ["Completion", "Engine", "Headers", "Request", "Response", "_live_views", "version"]
 
 _HeaderSource = Mapping[str, str] | Sequence[tuple[str, str]] | "Headers"
 
@@ -103,3 +103,6 @@ class Completion:
 
 def version() -> str:
     """The engine's version."""
+
+def _live_views() -> int:
+    """How many Request, Response and Headers views are alive (to find leaks)."""

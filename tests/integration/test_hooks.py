@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import rproxy
+from rproxy import _engine
 from rproxy.testing import proxy_config
 from rproxy.testing.origin import Origin, Reply
 
@@ -345,3 +346,47 @@ def test_hook_stats_count_calls(origin: Origin, rproxy_engine: StartProxy) -> No
     (stats,) = engine.hook_stats()
     assert (stats["hook"], stats["plugin"], stats["calls"], stats["errors"]) == ("rproxy_response", "s", 7, 0)
     assert sum(stats["histogram"]) == 7 and stats["total_ns"] > 0
+
+
+def test_views_are_freed(origin: Origin, rproxy_engine: StartProxy) -> None:
+    """Views touched by every phase (headers included) are freed with their
+    request: nothing piles up, whatever the number of requests."""
+
+    def rproxy_request_filter(request: rproxy.Request, ctx: dict[str, Any]) -> None:
+        ctx["host"] = request.headers.get("host")
+
+    def rproxy_upstream_request(request: rproxy.Request) -> None:
+        request.headers.set("x-a", "1")
+
+    def rproxy_response(response: rproxy.Response, request: rproxy.Request) -> None:
+        response.headers.set("x-b", request.headers.get("host") or "")
+
+    def rproxy_log(request: rproxy.Request, response: rproxy.Response) -> None:
+        _ = (request.headers.items(), response.headers.items())
+
+    engine = rproxy_engine(
+        proxy_config(origin.addr),
+        [
+            plugin(
+                "v",
+                rproxy_request_filter=rproxy_request_filter,
+                rproxy_upstream_request=rproxy_upstream_request,
+                rproxy_response=rproxy_response,
+                rproxy_log=rproxy_log,
+            )
+        ],
+    )
+
+    def burst(n: int) -> None:
+        with connect(engine.addresses[0]) as s:
+            reader = Reader(s)
+            for i in range(n):
+                s.sendall(build("GET", f"/{i}"))
+                assert reader.response().status == 200
+
+    burst(50)
+    time.sleep(0.2)
+    before = _engine._live_views()
+    burst(500)
+    time.sleep(0.2)
+    assert _engine._live_views() - before <= 5

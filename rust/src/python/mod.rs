@@ -174,5 +174,6 @@ fn engine_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<views::PyHeaders>()?;
     m.add_class::<plan::Completion>()?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(views::_live_views, m)?)?;
     Ok(())
 }

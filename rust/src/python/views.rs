@@ -7,6 +7,7 @@
 //! raises a clear error instead of showing stale data.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -18,6 +19,31 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::headers;
 use crate::hooks::{CacheKey, Exchange, Outbound};
 use crate::server::ConnInfo;
+
+/// Views alive now, to prove they are freed (`_engine._live_views()`).
+static LIVE_VIEWS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one live view from creation to drop.
+pub(crate) struct Alive;
+
+impl Alive {
+    fn new() -> Self {
+        LIVE_VIEWS.fetch_add(1, Ordering::Relaxed);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        LIVE_VIEWS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many `Request`, `Response` and `Headers` views are alive.
+#[pyfunction]
+pub(crate) fn _live_views() -> usize {
+    LIVE_VIEWS.load(Ordering::Relaxed)
+}
 
 fn expired(finished: bool) -> PyErr {
     PyRuntimeError::new_err(if finished {
@@ -52,7 +78,7 @@ pub struct PyRequest {
     pub(crate) data: Option<RequestData>,
     pub(crate) read_only: bool,
     pub(crate) finished: bool,
-    headers: Option<Py<PyHeaders>>,
+    _alive: Alive,
 }
 
 impl PyRequest {
@@ -61,7 +87,7 @@ impl PyRequest {
             data: None,
             read_only: false,
             finished: false,
-            headers: None,
+            _alive: Alive::new(),
         }
     }
 
@@ -287,18 +313,15 @@ impl PyRequest {
     /// The header fields (in ``rproxy_upstream_request``: those sent upstream).
     #[getter]
     fn headers(slf: &Bound<'_, Self>) -> PyResult<Py<PyHeaders>> {
-        let py = slf.py();
-        if let Some(h) = &slf.borrow().headers {
-            return Ok(h.clone_ref(py));
-        }
-        let view = Py::new(
-            py,
+        // A new view each time: a cached one would form a reference cycle
+        // with its request, which Python's collector cannot see through.
+        Py::new(
+            slf.py(),
             PyHeaders {
                 owner: Owner::Request(slf.clone().unbind()),
+                _alive: Alive::new(),
             },
-        )?;
-        slf.borrow_mut().headers = Some(view.clone_ref(py));
-        Ok(view)
+        )
     }
 
     /// The pool chosen by routing, once routed.
@@ -346,7 +369,7 @@ pub struct PyResponse {
     pub(crate) data: Option<ResponseData>,
     pub(crate) read_only: bool,
     pub(crate) finished: bool,
-    headers: Option<Py<PyHeaders>>,
+    _alive: Alive,
 }
 
 impl PyResponse {
@@ -355,7 +378,7 @@ impl PyResponse {
             data: None,
             read_only: false,
             finished: false,
-            headers: None,
+            _alive: Alive::new(),
         }
     }
 
@@ -441,7 +464,7 @@ impl PyResponse {
             }),
             read_only: false,
             finished: false,
-            headers: None,
+            _alive: Alive::new(),
         })
     }
 
@@ -465,18 +488,15 @@ impl PyResponse {
     /// The header fields.
     #[getter]
     fn headers(slf: &Bound<'_, Self>) -> PyResult<Py<PyHeaders>> {
-        let py = slf.py();
-        if let Some(h) = &slf.borrow().headers {
-            return Ok(h.clone_ref(py));
-        }
-        let view = Py::new(
-            py,
+        // A new view each time: a cached one would form a reference cycle
+        // with its response, which Python's collector cannot see through.
+        Py::new(
+            slf.py(),
             PyHeaders {
                 owner: Owner::Response(slf.clone().unbind()),
+                _alive: Alive::new(),
             },
-        )?;
-        slf.borrow_mut().headers = Some(view.clone_ref(py));
-        Ok(view)
+        )
     }
 
     /// The body of a response a hook made; ``None`` for one from upstream
@@ -503,6 +523,7 @@ enum Owner {
 #[pyclass(module = "rproxy._engine", name = "Headers")]
 pub struct PyHeaders {
     owner: Owner,
+    _alive: Alive,
 }
 
 impl PyHeaders {
