@@ -26,6 +26,8 @@ from rproxy._toml_positions import Positions
 from rproxy.errors import ConfigError, ConfigIssue
 
 __all__ = [
+    "PLUGINS_KEYS",
+    "PLUGIN_TABLE_KEYS",
     "REQUIRED",
     "RESPOND_KEYS",
     "ROUTE_KEYS",

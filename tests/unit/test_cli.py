@@ -10,6 +10,7 @@ import pytest
 
 import rproxy
 from rproxy import cli
+from rproxy.docs import render_hooks
 from rproxy.starter import render_reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,9 +40,10 @@ def test_missing_file_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> N
     assert capsys.readouterr().err == "does-not-exist.toml:0:0: error: cannot read: No such file or directory\n"
 
 
-def test_docs_config_reference_is_current() -> None:
-    """docs/config.md is generated; regenerate with `python -m rproxy.starter > docs/config.md`."""
+def test_generated_docs_are_current() -> None:
+    """docs/config.md and docs/hooks.md are generated: `python -m rproxy.docs` rewrites them."""
     assert (ROOT / "docs" / "config.md").read_text() == render_reference()
+    assert (ROOT / "docs" / "hooks.md").read_text() == render_hooks()
 
 
 def test_console_script_runs() -> None:
