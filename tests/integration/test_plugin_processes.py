@@ -15,7 +15,7 @@ import tomli_w
 from rproxy.testing import proxy_config
 from rproxy.testing.origin import Origin
 
-from support.client import request
+from support.client import Reader, build, connect, request
 from support.process import RproxyProcess
 
 PLUGIN = """\
@@ -90,3 +90,45 @@ def test_run_refuses_a_broken_plugin_before_binding(tmp_path: Path) -> None:
         'plugins/typo.py:1:1: error: plugin "typo": unknown hook "rproxy_respnse" (did you mean "rproxy_response"?)\n'
     )
     assert out.stdout == ""
+
+
+FLAKY = """\
+count = 0
+
+
+def rproxy_request_filter(request):
+    global count
+    count += 1
+    if count % 2 == 0:
+        raise ValueError("every other request")
+"""
+
+
+def test_a_raising_plugin_never_restarts_the_worker(tmp_path: Path) -> None:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "flaky.py").write_text(FLAKY)
+    with Origin() as origin:
+        config = tmp_path / "proxy.toml"
+        config.write_text(
+            tomli_w.dumps(proxy_config(origin.addr, server={"workers": 1}, plugins={"dirs": ["plugins"]}))
+        )
+        proc = RproxyProcess(config)
+        try:
+            (worker,) = proc.wait_workers(1)
+            statuses: dict[int, int] = {}
+            with connect(proc.addr) as s:
+                reader = Reader(s)
+                for i in range(1000):
+                    s.sendall(build("GET", f"/{i}"))
+                    status = reader.response().status
+                    statuses[status] = statuses.get(status, 0) + 1
+            assert statuses == {200: 500, 500: 500}
+            assert proc.workers() == [worker], "the same worker served every request"
+            assert "exited" not in proc.stderr
+            line = "plugin 'flaky' failed in rproxy_request_filter: ValueError"
+            deadline = time.monotonic() + 5  # stderr is read by a thread
+            while proc.stderr.count(line) < 500 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert proc.stderr.count(line) == 500
+        finally:
+            assert proc.stop() == 0
