@@ -111,6 +111,16 @@ impl Engine {
 
     /// Bind and serve on a background thread.
     pub fn start(self) -> io::Result<RunningEngine> {
+        self.start_with(|run| run())
+    }
+
+    /// [`Engine::start`], with the engine thread's work run inside `wrap`
+    /// (the Python bindings use it to give the thread a lasting
+    /// interpreter thread state).
+    pub fn start_with<W>(self, wrap: W) -> io::Result<RunningEngine>
+    where
+        W: FnOnce(Box<dyn FnOnce() -> io::Result<()> + Send>) -> io::Result<()> + Send + 'static,
+    {
         let listeners = self.listen()?;
         let addrs = listeners
             .iter()
@@ -120,9 +130,11 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("rproxy-engine".into())
             .spawn(move || {
-                self.run(listeners, async move {
-                    let _ = stop_rx.await;
-                })
+                wrap(Box::new(move || {
+                    self.run(listeners, async move {
+                        let _ = stop_rx.await;
+                    })
+                }))
             })?;
         Ok(RunningEngine {
             addrs,

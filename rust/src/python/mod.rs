@@ -75,8 +75,11 @@ impl PyEngine {
     /// bound addresses as "host:port" strings.
     fn start(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let engine = take(&self.engine, "was already started")?;
+        // The engine thread attaches once for its whole life and detaches
+        // while it serves: each later attach (a hook call) then finds its
+        // thread state instead of creating and destroying one per call.
         let running = py
-            .detach(|| engine.start())
+            .detach(|| engine.start_with(|run| Python::attach(|py| py.detach(run))))
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         let addrs = running.addrs().iter().map(ToString::to_string).collect();
         *self

@@ -319,17 +319,26 @@ impl PyHooks {
         loop {
             let waiting = Python::attach(|py| -> Option<InFlight> {
                 if state.is_none() {
-                    let prepared = self.state(py, ex).and_then(|st| {
-                        let enter = enter.take().expect("entered once");
-                        enter(py, &st, ex).map(|extras| (st, extras))
-                    });
-                    match prepared {
-                        Ok(s) => state = Some(s),
+                    let prepare_failed = |e: PyErr| {
+                        Error::new(ErrorKind::Internal, "preparing hook arguments")
+                            .with_cause(e.to_string())
+                    };
+                    let st = match self.state(py, ex) {
+                        Ok(st) => st,
                         Err(e) => {
-                            failure = Some(
-                                Error::new(ErrorKind::Internal, "preparing hook arguments")
-                                    .with_cause(e.to_string()),
-                            );
+                            failure = Some(prepare_failed(e));
+                            return None;
+                        }
+                    };
+                    let enter = enter.take().expect("entered once");
+                    match enter(py, &st, ex) {
+                        Ok(extras) => state = Some((st, extras)),
+                        Err(e) => {
+                            // Whatever was moved into the views goes back first.
+                            if let Some(leave) = leave.take() {
+                                leave(py, &st, ex);
+                            }
+                            failure = Some(prepare_failed(e));
                             return None;
                         }
                     }
