@@ -100,10 +100,9 @@ def format_stats(totals: Iterable[StepTotals], workers: int) -> str:
     ]
     for t in sorted(totals, key=lambda t: (t.hook, t.plugin)):
         mean = t.total_ns / t.calls / 1000 if t.calls else 0.0
-        rows.append(
-            f"{t.hook:<26} {t.plugin:<18} {t.calls:>10} {t.errors:>8} {mean:>9.1f} "
-            f"{'<' + format(t.quantile_us(0.5), 'g'):>8} {'<' + format(t.quantile_us(0.99), 'g'):>8}"
-        )
+        p50 = f"<{t.quantile_us(0.5):g}" if t.calls else "-"
+        p99 = f"<{t.quantile_us(0.99):g}" if t.calls else "-"
+        rows.append(f"{t.hook:<26} {t.plugin:<18} {t.calls:>10} {t.errors:>8} {mean:>9.1f} {p50:>8} {p99:>8}")
     if len(rows) == 3:
         rows.append("(no hook has run yet)")
     return "\n".join(rows)

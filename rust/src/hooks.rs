@@ -114,6 +114,8 @@ pub struct Exchange {
     pub conn: Arc<ConnInfo>,
     /// The pool chosen by routing.
     pub pool: Option<String>,
+    /// The path and `Host` a route hook rewrote the request to, if any.
+    pub rewrite: (Option<String>, Option<String>),
     /// The upstream server chosen.
     pub upstream: Option<SocketAddr>,
     /// The cache key chosen by hooks.
@@ -137,6 +139,7 @@ impl Exchange {
             parts,
             conn,
             pool: None,
+            rewrite: (None, None),
             upstream: None,
             cache_key: CacheKey::Default,
             state: None,

@@ -245,6 +245,7 @@ impl Proxy {
                 let upstream = self.pool(&pool).cloned().ok_or_else(|| {
                     Error::new(ErrorKind::Plugin, "a route hook chose an unknown pool")
                 })?;
+                ex.rewrite = (path.clone(), host.clone());
                 (upstream, Rewrite { path, host })
             }
             None => match self.choose(&ex.parts)? {

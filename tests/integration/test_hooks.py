@@ -57,8 +57,9 @@ def test_route_select_and_upstream_request(rproxy_engine: StartProxy) -> None:
             request.headers.remove("x-forwarded-host")
             ctx["pool"] = request.upstream_pool
 
-        def rproxy_response(response: rproxy.Response, ctx: dict[str, Any]) -> None:
+        def rproxy_response(request: rproxy.Request, response: rproxy.Response, ctx: dict[str, Any]) -> None:
             response.headers.set("X-Pool", ctx.get("pool", "-"))
+            seen["final_route"] = request.route
 
         config = proxy_config([a1.addr, a2.addr], pools={"b": {"servers": [b.addr]}})
         engine = rproxy_engine(
@@ -85,6 +86,7 @@ def test_route_select_and_upstream_request(rproxy_engine: StartProxy) -> None:
 
         resp = request(engine.addresses[0], "GET", "/b/item?x=2")
         assert resp.header("x-pool") == "b"
+        assert seen["final_route"] == rproxy.Route(upstream="b", path="/rewritten/item", host="b.internal")
         (got,) = b.requests
         assert got.target == "/rewritten/item"
         assert got.header("host") == "b.internal"

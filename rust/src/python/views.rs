@@ -63,6 +63,7 @@ pub(crate) struct RequestData {
     pub(crate) client: Option<SocketAddr>,
     pub(crate) scheme: &'static str,
     pub(crate) pool: Option<String>,
+    pub(crate) rewrite: (Option<String>, Option<String>),
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) cache_key: CacheKey,
     pub(crate) outbound: Option<Outbound>,
@@ -98,6 +99,7 @@ impl PyRequest {
             client: Some(ex.conn.client),
             scheme: ex.conn.scheme,
             pool: ex.pool.clone(),
+            rewrite: ex.rewrite.clone(),
             upstream: ex.upstream,
             cache_key: ex.cache_key.clone(),
             outbound,
@@ -199,6 +201,7 @@ impl PyRequest {
             client: Some(client),
             scheme,
             pool: None,
+            rewrite: (None, None),
             upstream: None,
             cache_key: CacheKey::Default,
             outbound,
@@ -328,6 +331,22 @@ impl PyRequest {
     #[getter]
     fn upstream_pool(&self) -> PyResult<Option<String>> {
         Ok(self.data()?.pool.clone())
+    }
+
+    /// The route chosen, once routed: a ``rproxy.Route`` with the pool and
+    /// any path or ``Host`` a route hook rewrote to.
+    #[getter]
+    fn route(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let data = self.data()?;
+        let Some(pool) = &data.pool else {
+            return Ok(py.None());
+        };
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("upstream", pool)?;
+        kwargs.set_item("path", &data.rewrite.0)?;
+        kwargs.set_item("host", &data.rewrite.1)?;
+        let route = py.import("rproxy.plan")?.getattr("Route")?;
+        Ok(route.call((), Some(&kwargs))?.unbind())
     }
 
     /// The server chosen, ``"host:port"``, once chosen.
