@@ -140,7 +140,7 @@ impl Proxy {
             Ok(Choice::Respond(local)) => Ok(local.to_response()),
             Ok(Choice::Forward(upstream)) => {
                 let mut ex = Bare { parts, conn };
-                self.forward(&upstream, &mut ex, body, None, Rewrite::default())
+                self.forward(upstream, &mut ex, body, None, Rewrite::default())
                     .await
             }
             Err(e) => Err(e),
@@ -152,15 +152,15 @@ impl Proxy {
     }
 
     /// Checks that apply whatever the route, then the configured route.
-    fn choose(&self, parts: &request::Parts) -> Result<Choice> {
+    fn choose(&self, parts: &request::Parts) -> Result<Choice<'_>> {
         check_request(parts)?;
         let route = self
             .routes
             .find(parts.uri.path())
             .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route matches"))?;
         Ok(match &route.action {
-            Action::Respond(local) => Choice::Respond(local.clone()),
-            Action::Forward(upstream) => Choice::Forward(upstream.clone()),
+            Action::Respond(local) => Choice::Respond(local),
+            Action::Forward(upstream) => Choice::Forward(upstream),
         })
     }
 
@@ -250,7 +250,7 @@ impl Proxy {
             }
             None => match self.choose(&ex.parts)? {
                 Choice::Respond(local) => return Ok(local.to_response()),
-                Choice::Forward(upstream) => (upstream, Rewrite::default()),
+                Choice::Forward(upstream) => (upstream.clone(), Rewrite::default()),
             },
         };
         ex.pool = Some(upstream.name.clone());
@@ -295,10 +295,7 @@ impl Proxy {
                 }
             }
         }
-        let servers: Vec<&Arc<crate::upstream::Server>> = match first {
-            Some(i) => upstream.order_from(i).collect(),
-            None => upstream.order().collect(),
-        };
+        let start = first.unwrap_or_else(|| upstream.next_start());
 
         let mut head = BytesMut::with_capacity(512);
         let hooked = hooks.filter(|h| h.has(Phase::UpstreamRequest));
@@ -322,7 +319,7 @@ impl Proxy {
                     target,
                     headers: fields,
                 };
-                ex.upstream = servers.first().map(|s| s.addr);
+                ex.upstream = Some(upstream.servers[start].addr);
                 hooks.upstream_request(ex, &mut outbound).await?;
                 encode::write_request_line(&mut head, &outbound.method, &outbound.target);
                 encode::write_fields(&mut head, &outbound.headers);
@@ -374,7 +371,7 @@ impl Proxy {
                 | Method::DELETE
         );
         let mut last_error = None;
-        for server in servers {
+        for server in upstream.order_from(start) {
             // Connect failures are retried on the next server: nothing was sent.
             let mut conn = match upstream.connection(server).await {
                 Ok(c) => c,
@@ -425,9 +422,9 @@ impl Proxy {
 }
 
 /// What the configured routes decided.
-enum Choice {
-    Respond(LocalResponse),
-    Forward(Arc<Upstream>),
+enum Choice<'a> {
+    Respond(&'a LocalResponse),
+    Forward(&'a Arc<Upstream>),
 }
 
 /// Changes a route makes to the upstream request.

@@ -91,15 +91,14 @@ impl Upstream {
         }
     }
 
-    /// Servers in the order to try them for the next request (round robin).
-    pub(crate) fn order(&self) -> impl Iterator<Item = &Arc<Server>> {
+    /// The server to try first for the next request (round robin).
+    pub(crate) fn next_start(&self) -> usize {
         let n = self.servers.len();
-        let start = if n > 1 {
+        if n > 1 {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         } else {
             0
-        };
-        (0..n).map(move |i| &self.servers[(start + i) % n])
+        }
     }
 
     /// All servers, starting with the one at `first` (a hook's choice).
