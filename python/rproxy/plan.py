@@ -125,7 +125,7 @@ class Plan:
 def build_plan(loaded: LoadedPlugins) -> Plan:
     """The plan of ``loaded``, in pluggy's call order."""
     config = loaded.config
-    runtime = Runtime(plugin_dirs=[str(d) for d in config.plugins.dirs])
+    runtime = Runtime()
     steps: dict[str, list[Step]] = {}
     for hook in PHASES:
         caller = getattr(loaded.pm.hook, hook)
@@ -175,8 +175,8 @@ def build_plan(loaded: LoadedPlugins) -> Plan:
     return Plan(steps, runtime, loaded)
 
 
-def _plugin_frames(tb: list[traceback.FrameSummary], plugin_dirs: list[str]) -> list[traceback.FrameSummary]:
-    """The frames of a traceback that belong to plugins, not to rproxy or pluggy."""
+def _plugin_frames(tb: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:
+    """The frames of a traceback that belong to plugins: not rproxy's, pluggy's or the standard library's."""
     skip = (str(Path(__file__).parent), os.path.dirname(inspect.getfile(inspect)))
     pluggy_dir = str(Path(sys.modules["pluggy"].__file__ or "").parent)
     kept = [f for f in tb if not f.filename.startswith((*skip, pluggy_dir))]
@@ -186,8 +186,7 @@ def _plugin_frames(tb: list[traceback.FrameSummary], plugin_dirs: list[str]) -> 
 class Runtime:
     """What the engine needs from Python besides the hooks themselves."""
 
-    def __init__(self, plugin_dirs: list[str] | None = None) -> None:
-        self._plugin_dirs = plugin_dirs or []
+    def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -197,7 +196,7 @@ class Runtime:
     def report(self, plugin: str, hook: str, exc: BaseException) -> None:
         """Log one failure with a traceback trimmed to the plugin's frames."""
         lines = [f"rproxy[{os.getpid()}] error: plugin {plugin!r} failed in {hook}: {type(exc).__name__}: {exc}"]
-        frames = _plugin_frames(traceback.extract_tb(exc.__traceback__), self._plugin_dirs)
+        frames = _plugin_frames(traceback.extract_tb(exc.__traceback__))
         if exc.__traceback__ is not None and frames:
             lines.append("  Traceback (plugin frames, most recent call last):")
             lines += [textwrap.indent(entry.rstrip("\n"), "  ") for entry in traceback.format_list(frames)]

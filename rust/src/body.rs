@@ -57,11 +57,6 @@ impl RequestBody {
     pub fn declared_too_large(&self) -> bool {
         self.size_hint().exact().is_some_and(|n| n > self.limit)
     }
-
-    /// Whether the body is known to have no (more) bytes.
-    pub fn is_empty(&self) -> bool {
-        self.is_end_stream()
-    }
 }
 
 impl Body for RequestBody {
@@ -261,6 +256,6 @@ mod tests {
         assert_eq!(&bytes[..], b"hello");
         let empty = ProxyBody::full("");
         assert!(empty.is_end_stream());
-        assert!(RequestBody::empty().is_empty());
+        assert!(RequestBody::empty().is_end_stream());
     }
 }
