@@ -8,7 +8,7 @@ own tests, which use them everywhere.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,19 @@ def origin(rproxy_origin: Origin) -> Origin:
 
 @pytest.fixture
 def start_proxy(rproxy_engine: StartProxy) -> StartProxy:
-    """Start engines from a config dict (or TOML text); all stop at teardown."""
-    return rproxy_engine
+    """Start engines from a config dict (or TOML text); all stop at teardown.
+    ``native=False`` runs the built-ins' Python reference implementations."""
+
+    def start(config: Any, plugins: Sequence[Any] = (), native: bool = True) -> Engine:
+        return rproxy_engine(config, plugins=plugins, native=native)
+
+    return start
 
 
 @pytest.fixture
-def proxy(origin: Origin, start_proxy: StartProxy) -> Iterator[Engine]:
-    """An engine forwarding everything to ``origin``."""
-    yield start_proxy(proxy_config(origin.addr))
+def proxy(request: pytest.FixtureRequest, origin: Origin, start_proxy: StartProxy) -> Iterator[Engine]:
+    """An engine forwarding everything to ``origin``; parametrize it
+    indirectly with ``False`` to run the built-ins' Python reference
+    implementations (``native=False``)."""
+    native: bool = getattr(request, "param", True)
+    yield start_proxy(proxy_config(origin.addr), native=native)

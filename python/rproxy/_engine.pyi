@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, final
 
-__all__ = ["Completion", "Engine", "Headers", "Request", "Response", "_live_views", "version"]
+__all__ = ["Completion", "Engine", "Headers", "Request", "Response", "_live_views", "check_regex", "version"]
 
 _HeaderSource = Mapping[str, str] | Sequence[tuple[str, str]] | "Headers"
 
@@ -102,6 +102,9 @@ class Completion:
     """Delivers the result of an async hook to the engine."""
 
     def __call__(self, future: Any) -> None: ...
+
+def check_regex(pattern: str) -> str | None:
+    """Why the engine cannot compile ``pattern``, or ``None``."""
 
 def version() -> str:
     """The engine's version."""

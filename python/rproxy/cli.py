@@ -24,6 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the proxy")
     run.add_argument("config", help="configuration file (proxy.toml)")
     run.add_argument("--workers", type=int, help="override [server] workers")
+    run.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="run the built-ins' Python reference implementations instead of the engine's compiled forms",
+    )
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
     check = sub.add_parser("check", help="validate a configuration without binding sockets")
@@ -50,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         print("rproxy: error: --workers must be at least 1", file=sys.stderr)
         return 2
-    return Master(cfg, workers=args.workers).run()
+    return Master(cfg, workers=args.workers, native=args.native).run()
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -16,31 +16,39 @@ import os
 import re
 import socket
 import tomllib
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rproxy import _engine
 from rproxy._toml_positions import Path as KeyPath
 from rproxy._toml_positions import Positions
 from rproxy.errors import ConfigError, ConfigIssue
+from rproxy.routing import VARIABLES, normalise_path, parse_template
 
 __all__ = [
     "PLUGINS_KEYS",
     "PLUGIN_TABLE_KEYS",
+    "REDIRECT_KEYS",
     "REQUIRED",
     "RESPOND_KEYS",
     "ROUTE_KEYS",
     "SERVER_KEYS",
+    "SPLIT_KEYS",
     "UPSTREAM_KEYS",
     "Address",
+    "Condition",
     "Config",
     "Key",
     "PluginTable",
     "PluginsSettings",
+    "RedirectSettings",
     "RespondSettings",
     "RouteSettings",
     "ServerSettings",
+    "SplitShare",
     "UpstreamSettings",
     "load",
     "loads",
@@ -117,6 +125,14 @@ SERVER_KEYS: tuple[Key, ...] = (
         "request body bytes read before choosing an upstream; a body that fits is checked whole "
         "before any of it is sent, and can be retried",
     ),
+    Key(
+        "trusted_proxies",
+        "cidrs",
+        [],
+        "addresses or networks (CIDR) of proxies in front of this one: from them X-Forwarded-For and Forwarded "
+        "are extended and the client address is read from X-Forwarded-For; from anyone else the forwarding "
+        "fields are replaced",
+    ),
 )
 
 UPSTREAM_KEYS: tuple[Key, ...] = (
@@ -150,10 +166,61 @@ RESPOND_KEYS: tuple[Key, ...] = (
     Key("headers", "headers", {}, "response header fields"),
 )
 
+REDIRECT_KEYS: tuple[Key, ...] = (
+    Key("status", "redirect_status", 302, "status code: 301, 302, 303, 307 or 308"),
+    Key("location", "template", REQUIRED, 'where to, a template: "https://example.com$request_uri"'),
+)
+
+SPLIT_KEYS: tuple[Key, ...] = (
+    Key("upstream", "str", REQUIRED, "a pool"),
+    Key(
+        "weight",
+        "int",
+        1,
+        "its share of the requests (the weights of one split add up to at most 10000)",
+        minimum=1,
+    ),
+)
+
 ROUTE_KEYS: tuple[Key, ...] = (
-    Key("path_prefix", "path", REQUIRED, 'requests whose path starts with this string match ("/" matches all)'),
-    Key("upstream", "str", None, "the pool that serves matching requests"),
-    Key("respond", "respond", None, "or answer matching requests directly: { status, body, headers }"),
+    Key("name", "name", None, "the route's name in logs and as `$route` (default `routes[N]`, N counted from 0)"),
+    Key(
+        "host",
+        "hosts",
+        None,
+        'match this host: exact ("api.example.com"), any subdomain ("*.example.com"), or an array of them',
+    ),
+    Key("path", "path", None, "match this path exactly (paths are normalised first)"),
+    Key("path_prefix", "path_prefix", None, 'match paths starting with this string ("/" matches all)'),
+    Key(
+        "path_regex",
+        "regex",
+        None,
+        "match paths in which this regular expression finds a match; its groups are template variables",
+    ),
+    Key("methods", "methods", None, 'match these methods, e.g. ["GET", "HEAD"]'),
+    Key(
+        "headers",
+        "header_conditions",
+        None,
+        'match header fields: { NAME = COND }, COND being true (present), false (absent), "text" (equal) '
+        'or { regex = "..." }',
+    ),
+    Key("query", "query_conditions", None, "match query parameters: { NAME = COND }, as for `headers`"),
+    Key("upstream", "str", None, "action: forward to this pool"),
+    Key("split", "split", None, "action: forward to one of several pools by weight: [{ upstream, weight }, ...]"),
+    Key("redirect", "redirect", None, "action: answer with a redirect: { status, location }"),
+    Key("respond", "respond", None, "action: answer directly: { status, body, headers }"),
+    Key("strip_prefix", "bool", False, "remove `path_prefix` from the path sent upstream"),
+    Key(
+        "rewrite",
+        "rewrite",
+        None,
+        'send this path upstream instead, a template such as "/v2/$1" (the query is kept unless it has a "?")',
+    ),
+    Key("upstream_host", "template", None, "send this `Host` upstream instead of the client's (a template)"),
+    Key("sticky_cookie", "cookie_name", None, "with `split`: choose the pool by a hash of this cookie"),
+    Key("sticky_header", "header_name", None, "with `split`: choose the pool by a hash of this header field"),
 )
 
 PLUGINS_KEYS: tuple[Key, ...] = (
@@ -204,6 +271,7 @@ class ServerSettings:
     max_connections: int
     shutdown_timeout: float
     request_buffer_size: int
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,12 +298,54 @@ class RespondSettings:
 
 
 @dataclass(frozen=True)
-class RouteSettings:
-    """One ``[[routes]]`` entry: a match and what to do with it."""
+class RedirectSettings:
+    """The redirect a route answers with; ``location`` is a template."""
 
-    path_prefix: str
-    upstream: str | None
-    respond: RespondSettings | None
+    status: int
+    location: str
+
+
+@dataclass(frozen=True)
+class SplitShare:
+    """One pool of a ``split`` and its weight."""
+
+    upstream: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A route's condition on a header field or query parameter: ``cond`` is
+    "present", "absent", "equals" or "regex"; ``value`` is the string or the
+    expression ("" for the first two). Header names are lower-case."""
+
+    name: str
+    cond: str
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """One ``[[routes]]`` entry: its conditions, its action, and how it
+    forwards (docs/routing.md). Hosts and header names are lower-case."""
+
+    path_prefix: str | None = None
+    upstream: str | None = None
+    respond: RespondSettings | None = None
+    name: str = ""
+    hosts: tuple[str, ...] = ()
+    path: str | None = None
+    path_regex: str | None = None
+    methods: tuple[str, ...] = ()
+    headers: tuple[Condition, ...] = ()
+    query: tuple[Condition, ...] = ()
+    split: tuple[SplitShare, ...] = ()
+    redirect: RedirectSettings | None = None
+    strip_prefix: bool = False
+    rewrite: str | None = None
+    upstream_host: str | None = None
+    sticky_cookie: str | None = None
+    sticky_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +409,7 @@ class Config:
                 "max_connections": per_worker,
                 "shutdown_timeout": _ms(s.shutdown_timeout),
                 "request_buffer_size": s.request_buffer_size,
+                "trusted_proxies": list(s.trusted_proxies),
             },
             "upstreams": {
                 name: {
@@ -322,16 +433,28 @@ def _ms(seconds: float) -> int:
 
 
 def _route_json(r: RouteSettings) -> dict[str, Any]:
-    out: dict[str, Any] = {"path_prefix": r.path_prefix}
-    if r.upstream is not None:
-        out["upstream"] = r.upstream
-    if r.respond is not None:
-        out["respond"] = {
-            "status": r.respond.status,
-            "body": r.respond.body,
-            "headers": [list(h) for h in r.respond.headers],
-        }
-    return out
+    """A route as the engine reads it: every key always present."""
+    return {
+        "name": r.name,
+        "hosts": list(r.hosts),
+        "path": r.path,
+        "path_prefix": r.path_prefix,
+        "path_regex": r.path_regex,
+        "methods": list(r.methods),
+        "headers": [{"name": h.name, "cond": h.cond, "value": h.value} for h in r.headers],
+        "query": [{"name": q.name, "cond": q.cond, "value": q.value} for q in r.query],
+        "upstream": r.upstream,
+        "split": [{"upstream": s.upstream, "weight": s.weight} for s in r.split],
+        "sticky_cookie": r.sticky_cookie,
+        "sticky_header": r.sticky_header,
+        "strip_prefix": r.strip_prefix,
+        "rewrite": r.rewrite,
+        "upstream_host": r.upstream_host,
+        "redirect": None if r.redirect is None else {"status": r.redirect.status, "location": r.redirect.location},
+        "respond": None
+        if r.respond is None
+        else {"status": r.respond.status, "body": r.respond.body, "headers": [list(h) for h in r.respond.headers]},
+    }
 
 
 # -- units ------------------------------------------------------------------
@@ -468,11 +591,53 @@ class _Checker:
                 if not isinstance(v, str):
                     raise ValueError(f"expected a string, got {_type_name(v)}")
                 return v
-            if kind == "path":
+            if kind in ("path", "path_prefix"):
                 if not isinstance(v, str):
                     raise ValueError(f"expected a string, got {_type_name(v)}")
-                if not v.startswith("/"):
-                    raise ValueError(f'"{v}" must start with "/"')
+                return _route_path(v, prefix=kind == "path_prefix")
+            if kind == "bool":
+                if not isinstance(v, bool):
+                    raise ValueError(f"expected true or false, got {_type_name(v)}")
+                return v
+            if kind == "name":
+                if not isinstance(v, str) or not v or re.search(r"[\x00-\x1f\x7f]", v):
+                    raise ValueError("expected a name: a non-empty string without control characters")
+                return v
+            if kind == "hosts":
+                return self.hosts(path, v)
+            if kind == "regex":
+                if not isinstance(v, str):
+                    raise ValueError(f"expected a regular expression (a string), got {_type_name(v)}")
+                _check_regex(v)
+                return v
+            if kind == "methods":
+                return self.methods(path, v)
+            if kind in ("header_conditions", "query_conditions"):
+                return self.conditions(path, v, headers=kind == "header_conditions")
+            if kind == "split":
+                return self.split(path, v)
+            if kind == "redirect":
+                return self.redirect(path, v)
+            if kind == "redirect_status":
+                if isinstance(v, bool) or v not in _REDIRECT_STATUSES:
+                    raise ValueError(f"expected 301, 302, 303, 307 or 308, got {_show(v)}")
+                return v
+            if kind in ("template", "rewrite"):
+                if not isinstance(v, str):
+                    raise ValueError(f"expected a template (a string), got {_type_name(v)}")
+                if re.search(r"[\x00-\x20\x7f]", v):
+                    raise ValueError("expected a template without spaces or control characters")
+                parse_template(v)
+                if kind == "rewrite" and not v.startswith(("/", "$")):
+                    raise ValueError(f'{_show(v)} must start with "/" (or a variable)')
+                return v
+            if kind == "header_name":
+                if not isinstance(v, str) or not _TOKEN.fullmatch(v):
+                    raise ValueError(f"expected a header field name, got {_show(v)}")
+                return v.lower()
+            if kind == "cookie_name":
+                if not isinstance(v, str) or not _TOKEN.fullmatch(v):
+                    raise ValueError(f"expected a cookie name, got {_show(v)}")
                 return v
             if kind == "workers":
                 if v == "auto":
@@ -482,6 +647,15 @@ class _Checker:
                 return v
             if kind in ("listen", "servers"):
                 return self.addresses(path, v, listen=kind == "listen")
+            if kind == "cidrs":
+                if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                    raise ValueError(f'expected an array of addresses or networks such as "10.0.0.0/8", got {_show(v)}')
+                for i, net in enumerate(v):
+                    try:
+                        ipaddress.ip_network(net, strict=False)
+                    except ValueError:
+                        self.error(path + (i,), f'"{net}" is not an IP address or network')
+                return tuple(str(ipaddress.ip_network(n, strict=False)) for n in v if _is_network(n))
             if kind == "status":
                 if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 599:
                     raise ValueError(f"expected a status code from 200 to 599, got {_show(v)}")
@@ -525,7 +699,7 @@ class _Checker:
             raise ValueError(f"expected a table of header fields, got {_type_name(v)}")
         out: list[tuple[str, str]] = []
         for name, value in v.items():
-            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+            if not _TOKEN.fullmatch(name):
                 self.error(path + (name,), f'"{name}" is not a valid header field name', at_key=True)
             elif not isinstance(value, str) or re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
                 self.error(path + (name,), "expected a header value without control characters")
@@ -541,6 +715,176 @@ class _Checker:
         if None in s.values():
             return None
         return RespondSettings(status=s["status"], body=s["body"], headers=s["headers"])
+
+    def redirect(self, path: KeyPath, v: Any) -> RedirectSettings | None:
+        t = self.table(path, v, [k.name for k in REDIRECT_KEYS])
+        if t is None:
+            return None
+        s = self.settings(path, t, REDIRECT_KEYS)
+        if None in s.values():
+            return None
+        return RedirectSettings(status=s["status"], location=s["location"])
+
+    def hosts(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+        if isinstance(v, str):
+            return (_host(v),)
+        if not isinstance(v, list):
+            raise ValueError(f"expected a host or an array of hosts, got {_type_name(v)}")
+        if not v:
+            raise ValueError("needs at least one host (leave the key out to match any host)")
+        out: list[str] = []
+        for i, item in enumerate(v):
+            try:
+                out.append(_host(item))
+            except ValueError as e:
+                self.error(path + (i,), str(e))
+        return tuple(out) if len(out) == len(v) else None
+
+    def methods(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+        if not isinstance(v, list):
+            raise ValueError(f'expected an array of methods such as ["GET", "HEAD"], got {_type_name(v)}')
+        if not v:
+            raise ValueError("needs at least one method (leave the key out to match any method)")
+        out: list[str] = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or not _TOKEN.fullmatch(item):
+                self.error(path + (i,), f'expected a method such as "GET", got {_show(item)}')
+            elif item != item.upper():
+                self.error(path + (i,), f'methods are case-sensitive: write "{item.upper()}"')
+            else:
+                out.append(item)
+        return tuple(out) if len(out) == len(v) else None
+
+    def conditions(self, path: KeyPath, v: Any, *, headers: bool) -> tuple[Condition, ...] | None:
+        what = "header field" if headers else "query parameter"
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a table of {what} conditions, got {_type_name(v)}")
+        out: list[Condition] = []
+        for name, cond in v.items():
+            where = path + (name,)
+            if headers and not _TOKEN.fullmatch(name):
+                self.error(where, f'"{name}" is not a valid header field name', at_key=True)
+                continue
+            if not name:
+                self.error(where, f"a {what} needs a name", at_key=True)
+                continue
+            key = name.lower() if headers else name
+            if isinstance(cond, bool):
+                out.append(Condition(key, "present" if cond else "absent"))
+            elif isinstance(cond, str):
+                out.append(Condition(key, "equals", cond))
+            elif isinstance(cond, dict) and list(cond) == ["regex"]:
+                pattern = cond["regex"]
+                try:
+                    if not isinstance(pattern, str):
+                        raise ValueError(f"expected a regular expression (a string), got {_type_name(pattern)}")
+                    _check_regex(pattern)
+                except ValueError as e:
+                    self.error(where + ("regex",), str(e))
+                    continue
+                out.append(Condition(key, "regex", pattern))
+            elif isinstance(cond, dict):
+                self.table(where, cond, ["regex"])
+                if "regex" not in cond:
+                    self.error(where, 'expected { regex = "..." }')
+            else:
+                self.error(where, f'expected true, false, a string or {{ regex = "..." }}, got {_type_name(cond)}')
+        return tuple(out) if len(out) == len(v) else None
+
+    def split(self, path: KeyPath, v: Any) -> tuple[SplitShare, ...] | None:
+        if not isinstance(v, list):
+            raise ValueError(f"expected an array of {{ upstream, weight }} tables, got {_type_name(v)}")
+        if not v:
+            raise ValueError("needs at least one pool")
+        out: list[SplitShare] = []
+        for i, item in enumerate(v):
+            t = self.table(path + (i,), item, [k.name for k in SPLIT_KEYS])
+            if t is not None:
+                s = self.settings(path + (i,), t, SPLIT_KEYS)
+                if None not in s.values():
+                    out.append(SplitShare(**s))
+        total = sum(share.weight for share in out)
+        if total > _MAX_SPLIT_WEIGHT:
+            raise ValueError(f"the weights add up to {total}; at most {_MAX_SPLIT_WEIGHT} is allowed")
+        return tuple(out) if len(out) == len(v) else None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+_MAX_SPLIT_WEIGHT = 10000
+_HOST = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
+_PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+
+
+def _host(text: Any) -> str:
+    """A ``host`` condition as requests are matched: lower-case, without a
+    trailing dot, and an IPv6 address without its brackets."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a host, got {_type_name(text)}")
+    host = text.lower().removesuffix(".")
+    bare = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.IPv6Address(bare)
+    except ValueError:
+        pass
+    else:
+        return bare  # the host of a request to [::1]:8080 is "::1"
+    if re.fullmatch(r"[^:\[\]]+:\d+|\[[0-9a-f:.]+\]:\d+", host):
+        raise ValueError(f"{_show(text)} has a port: hosts are matched without their port")
+    if not _HOST.fullmatch(host):
+        raise ValueError(
+            f'{_show(text)} is not a host: expected a name such as "api.example.com", or "*.example.com" '
+            "for its subdomains"
+        )
+    return host
+
+
+def _route_path(path: str, *, prefix: bool) -> str:
+    """``path`` if some normalised request path can match it."""
+    if not path.startswith("/"):
+        raise ValueError(f'{_show(path)} must start with "/"')
+    if "?" in path:
+        raise ValueError(f"{_show(path)} has a query: paths are matched without it (see the `query` key)")
+    if not _PATH_CHARS.fullmatch(path):
+        raise ValueError(f"{_show(path)} never matches: percent-encode the characters a path cannot have")
+    # A prefix may end inside an escape ("/a%2" matches "/a%2F..."); check
+    # what comes before it, followed by a character of a longer path.
+    stem = re.sub(r"%[0-9A-Fa-f]?$", "", path) if prefix else path
+    probe = stem + "x" if prefix else stem
+    normal = normalise_path(probe)
+    if normal is None:
+        raise ValueError(f"{_show(path)} never matches: it has a malformed escape or climbs above the root")
+    if normal != probe:
+        better = normal[:-1] if prefix else normal
+        raise ValueError(f"{_show(path)} never matches: request paths are normalised first (write {_show(better)})")
+    return path
+
+
+def _check_regex(pattern: str) -> None:
+    """Raise ``ValueError`` unless both Python and the engine accept
+    ``pattern`` and read it the same way."""
+    try:
+        with warnings.catch_warnings():
+            # Python warns where the engine's syntax means something else
+            # ("[[:alpha:]]", "[a--b]", "[a&&b]").
+            warnings.simplefilter("error", FutureWarning)
+            re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"invalid regular expression: {e}") from None
+    except FutureWarning as e:
+        where = str(e).removeprefix("Possible ").replace(" at ", ", at ")
+        raise ValueError(f"Python and the engine read this differently ({where}): escape the character") from None
+    problem = _engine.check_regex(pattern)
+    if problem is not None:
+        raise ValueError(f"the engine cannot use this regular expression: {problem.removeprefix('error: ')}")
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def _parse_address(text: Any, *, listen: bool) -> Address:
@@ -627,6 +971,116 @@ def _plugins(raw: Any, c: _Checker, path: Path) -> PluginsSettings:
     )
 
 
+_ACTIONS = ("upstream", "split", "redirect", "respond")
+_PATH_CONDITIONS = ("path", "path_prefix", "path_regex")
+
+
+def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSettings | None:
+    """One ``[[routes]]`` entry, checked key by key and then as a whole."""
+    here: KeyPath = ("routes", i)
+    t = c.table(here, raw, [k.name for k in ROUTE_KEYS])
+    if t is None:
+        return None
+    s = c.settings(here, t, ROUTE_KEYS)
+    failed = any(k in s and s[k] is None for k in t)  # reported; the checks below still run
+
+    def conflict(keys: Sequence[str], message: str) -> None:
+        given = [k for k in keys if k in t]
+        if len(given) > 1:
+            c.error(here + (given[1],), message.format(*given), at_key=True)
+
+    conflict(_PATH_CONDITIONS, 'a route has one of "path", "path_prefix" and "path_regex", not both "{}" and "{}"')
+    actions = [k for k in _ACTIONS if k in t]
+    if not actions:
+        c.error(here, 'needs an action: "upstream", "split", "redirect" or "respond"')
+    conflict(_ACTIONS, 'a route has one action, not both "{}" and "{}"')
+    forwards = bool(actions) and actions[0] in ("upstream", "split")
+
+    references = [(here + ("upstream",), s["upstream"])]
+    if isinstance(t.get("split"), list):
+        references += [
+            (here + ("split", j, "upstream"), x.get("upstream"))
+            for j, x in enumerate(t["split"])
+            if isinstance(x, dict)
+        ]
+    for where, pool in references:
+        if isinstance(pool, str) and pool not in pools:
+            close = difflib.get_close_matches(pool, list(pools), n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            c.error(where, f'unknown upstream "{pool}"{hint}')
+
+    for key in ("strip_prefix", "rewrite", "upstream_host"):
+        if actions and not forwards and key in t and t[key] is not False:
+            c.error(here + (key,), f'"{key}" needs "upstream" or "split"', at_key=True)
+    for key in ("sticky_cookie", "sticky_header"):
+        if key in t and "split" not in t:
+            c.error(here + (key,), f'"{key}" needs "split"', at_key=True)
+    conflict(("sticky_cookie", "sticky_header"), 'a route has "{}" or "{}", not both')
+    if s["strip_prefix"] and "path_prefix" not in t:
+        c.error(here + ("strip_prefix",), '"strip_prefix" needs "path_prefix"', at_key=True)
+    if s["strip_prefix"]:
+        conflict(("strip_prefix", "rewrite"), 'a route has "{}" or "{}", not both')
+
+    if "path_regex" not in t or s["path_regex"] is not None:
+        groups = _regex_groups(c, here + ("path_regex",), s["path_regex"])
+        templates = [(here + (k,), s[k]) for k in ("rewrite", "upstream_host")]
+        if s["redirect"] is not None:
+            templates.append((here + ("redirect", "location"), s["redirect"].location))
+        for where, template in templates:
+            if template is not None:
+                _check_variables(c, where, template, groups)
+
+    if failed or not actions:
+        return None
+    return RouteSettings(
+        name=s["name"] or f"routes[{i}]",
+        hosts=s["host"] or (),
+        path=s["path"],
+        path_prefix=s["path_prefix"],
+        path_regex=s["path_regex"],
+        methods=s["methods"] or (),
+        headers=s["headers"] or (),
+        query=s["query"] or (),
+        upstream=s["upstream"],
+        split=s["split"] or (),
+        redirect=s["redirect"],
+        respond=s["respond"],
+        strip_prefix=s["strip_prefix"],
+        rewrite=s["rewrite"],
+        upstream_host=s["upstream_host"],
+        sticky_cookie=s["sticky_cookie"],
+        sticky_header=s["sticky_header"],
+    )
+
+
+def _regex_groups(c: _Checker, where: KeyPath, pattern: str | None) -> tuple[int, Sequence[str]] | None:
+    """How many groups ``pattern`` has, and their names; ``None`` without a pattern."""
+    if pattern is None:
+        return None
+    compiled = re.compile(pattern)
+    for name in compiled.groupindex:
+        if name in VARIABLES:
+            c.error(where, f'the group name "{name}" is also a variable: rename the group')
+    return compiled.groups, list(compiled.groupindex)
+
+
+def _check_variables(c: _Checker, where: KeyPath, template: str, groups: tuple[int, Sequence[str]] | None) -> None:
+    """Report the variables of ``template`` that its route does not have."""
+    count, names = groups or (0, ())
+    known = [*VARIABLES, *names, *(str(n) for n in range(1, min(count, 9) + 1))]
+    for _, name in parse_template(template):
+        if not name or name in known:
+            continue
+        if name.isdigit() and groups is None:
+            c.error(where, f'"${name}" is a group of path_regex, and this route has none')
+        elif name.isdigit():
+            c.error(where, f'"${name}": path_regex has {count} group{"" if count == 1 else "s"}')
+        else:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f' (did you mean "${close[0]}"?)' if close else ""
+            c.error(where, f'unknown variable "${name}"{hint}')
+
+
 def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions | None = None) -> Config:
     c.table((), raw, TOP_KEYS)
 
@@ -660,21 +1114,15 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         c.error(("routes",), "expected an array of tables ([[routes]])")
     elif not raw_routes:
         c.error(("routes",) if "routes" in raw else (), "no routes: add at least one [[routes]] entry")
-    for i, route in enumerate(raw_routes if isinstance(raw_routes, list) else []):
-        t = c.table(("routes", i), route, [k.name for k in ROUTE_KEYS])
-        if t is None:
+    names: dict[str, int] = {}
+    for i, table in enumerate(raw_routes if isinstance(raw_routes, list) else []):
+        route = _route(c, i, table, pools)
+        if route is None:
             continue
-        s = c.settings(("routes", i), t, ROUTE_KEYS)
-        if "upstream" in t and "respond" in t:
-            c.error(("routes", i, "respond"), 'a route has either "upstream" or "respond", not both', at_key=True)
-        elif "upstream" not in t and "respond" not in t:
-            c.error(("routes", i), 'needs either "upstream" or "respond"')
-        elif s["upstream"] is not None and s["upstream"] not in pools:
-            close = difflib.get_close_matches(s["upstream"], list(pools), n=1, cutoff=0.6)
-            hint = f' (did you mean "{close[0]}"?)' if close else ""
-            c.error(("routes", i, "upstream"), f'unknown upstream "{s["upstream"]}"{hint}')
-        elif s["path_prefix"] is not None and (s["upstream"] or s["respond"]) is not None:
-            routes.append(RouteSettings(**s))
+        if route.name in names:
+            c.error(("routes", i, "name"), f"routes[{names[route.name]}] has this name already")
+        names.setdefault(route.name, i)
+        routes.append(route)
 
     plugins = _plugins(raw.get("plugins", {}), c, path)
 

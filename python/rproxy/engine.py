@@ -30,8 +30,10 @@ def engine_json(
     workers: int = 1,
     stats_file: Path | None = None,
 ) -> str:
-    """The engine's configuration for one process."""
+    """The engine's configuration for one process; ``natives`` names the
+    built-ins whose compiled forms the engine runs (the native steps of ``plan``)."""
     doc = config.engine_config(listen=listen, workers=workers)
+    doc["natives"] = sorted({s.native for steps in plan.steps.values() for s in steps if s.native is not None})
     if stats_file is not None and plan.python_steps():
         doc["server"]["stats_file"] = str(stats_file)
     return json.dumps(doc)
@@ -41,13 +43,14 @@ class Engine:
     """One engine serving ``config`` (and its plugins) on a background thread.
 
     ``plugins`` adds ``(name, plugin)`` pairs to those the configuration
-    loads (the test kit uses it).
+    loads (the test kit uses it). ``native=False`` runs the built-ins'
+    Python reference implementations instead of the engine's compiled forms.
     """
 
-    def __init__(self, config: Config, plugins: Sequence[tuple[str, Any]] = ()) -> None:
+    def __init__(self, config: Config, plugins: Sequence[tuple[str, Any]] = (), native: bool = True) -> None:
         self.config = config
         self.plugins: LoadedPlugins = load_plugins(config, extra=plugins)
-        self.plan = build_plan(self.plugins)
+        self.plan = build_plan(self.plugins, native=native)
         # Without a Python step on the request path the engine gets no plan
         # at all, and never enters the interpreter.
         plan = self.plan if self.plan.python_steps() else None

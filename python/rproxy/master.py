@@ -56,10 +56,17 @@ class Master:
     """Supervises the worker processes of one configuration."""
 
     def __init__(
-        self, config: Config, *, workers: int | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+        self,
+        config: Config,
+        *,
+        workers: int | None = None,
+        native: bool = True,
+        out: TextIO = sys.stdout,
+        err: TextIO = sys.stderr,
     ) -> None:
         self.config = config
         self.count = workers or config.server.workers
+        self.native = native
         self.out = out
         self.err = err
         self._reserved: list[socket.socket] = []
@@ -153,6 +160,7 @@ class Master:
                 "listen": [[a.host, a.port] for a in addresses],
                 "workers": self.count,
                 "stats_dir": str(stats),
+                "native": self.native,
             }
         )
         wake = self._install_signals()

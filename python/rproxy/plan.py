@@ -122,8 +122,10 @@ class Plan:
         return sum(1 for steps in self.steps.values() for s in steps if s.native is None)
 
 
-def build_plan(loaded: LoadedPlugins) -> Plan:
-    """The plan of ``loaded``, in pluggy's call order."""
+def build_plan(loaded: LoadedPlugins, native: bool = True) -> Plan:
+    """The plan of ``loaded``, in pluggy's call order. With ``native=False``
+    no step is native: the built-ins' Python reference implementations run
+    in place of the engine's compiled forms."""
     config = loaded.config
     runtime = Runtime()
     steps: dict[str, list[Step]] = {}
@@ -165,7 +167,7 @@ def build_plan(loaded: LoadedPlugins) -> Plan:
                     is_async=inspect.iscoroutinefunction(impl.function),
                     fails_closed=fails_closed,
                     timeout=table.timeout,
-                    native=getattr(impl.function, "__rproxy_native__", None),
+                    native=getattr(impl.function, "__rproxy_native__", None) if native else None,
                     dispatch=False,
                     file=file,
                     line=line,

@@ -12,10 +12,12 @@ import tomli_w
 from rproxy.config import (
     PLUGIN_TABLE_KEYS,
     PLUGINS_KEYS,
+    REDIRECT_KEYS,
     REQUIRED,
     RESPOND_KEYS,
     ROUTE_KEYS,
     SERVER_KEYS,
+    SPLIT_KEYS,
     UPSTREAM_KEYS,
     Key,
 )
@@ -75,7 +77,8 @@ def render_starter() -> str:
         "[upstreams.app]",
         _line("servers", ["127.0.0.1:9000"]),
         "",
-        "# Routes are tried in order; the first whose path_prefix matches wins.",
+        "# Routes are tried in order; the first whose conditions all hold wins",
+        "# (docs/routing.md).",
         "[[routes]]",
         _line("path_prefix", "/healthz"),
         _line("respond", {"status": 200, "body": "ok\n"}),
@@ -126,12 +129,14 @@ def render_reference() -> str:
         ),
         *_table(
             "[[routes]]",
-            "Routes are tried in the order they are written; the first whose "
-            "`path_prefix` is a prefix of the request path (as received, before any "
-            "decoding) wins. A route has either `upstream` or `respond`. A request "
-            "that matches no route gets 404.",
+            "Routes are tried in the order they are written; the first whose conditions all hold "
+            "wins, and a request that matches none gets 404. A route has at most one of `path`, "
+            "`path_prefix` and `path_regex`, and exactly one action: `upstream`, `split`, `redirect` "
+            "or `respond`. [routing.md](routing.md) says exactly what each key means.",
             ROUTE_KEYS,
         ),
+        *_table("split", "Each inline table of a route's `split` array.", SPLIT_KEYS),
+        *_table("redirect", "The inline table of a route that answers with a redirect.", REDIRECT_KEYS),
         *_table("respond", "The inline table of a route that answers by itself.", RESPOND_KEYS),
         *_table(
             "[plugins]",

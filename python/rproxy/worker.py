@@ -1,8 +1,9 @@
 """A worker process: ``python -m rproxy.worker``, started by the master.
 
 It reads its instructions (JSON) from stdin: the configuration text and
-path, the listen addresses the master reserved, the number of workers and
-where to write hook statistics. It loads the plugins in its own interpreter,
+path, the listen addresses the master reserved, the number of workers,
+where to write hook statistics, and whether the engine runs the built-ins'
+compiled forms (``native``). It loads the plugins in its own interpreter,
 binds its own listeners on those ports (SO_REUSEPORT), runs the startup
 hooks, reports "ready" on the file descriptor named by ``RPROXY_READY_FD``,
 and serves until SIGTERM or SIGINT, which the engine handles by draining.
@@ -53,7 +54,7 @@ def main() -> int:
         for issue in e.issues:
             print(issue, file=sys.stderr)
         return 2
-    plan = build_plan(plugins)
+    plan = build_plan(plugins, native=orders.get("native", True))
     listen = [Address(host, port) for host, port in orders["listen"]]
     stats_file = Path(orders["stats_dir"]) / f"worker-{os.getpid()}.json" if orders.get("stats_dir") else None
     config_json = engine_json(config, plan, listen=listen, workers=orders["workers"], stats_file=stats_file)

@@ -24,6 +24,14 @@ pub struct EngineConfig {
     /// Routes, tried in order; the first match wins.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// The built-ins whose compiled (native) form the engine runs, e.g.
+    /// `router`; the others' Python reference implementations run as hooks.
+    #[serde(default = "all_natives")]
+    pub natives: Vec<String>,
+}
+
+fn all_natives() -> Vec<String> {
+    vec!["router".to_owned()]
 }
 
 /// `[server]`: listeners, downstream timeouts and limits.
@@ -69,6 +77,10 @@ pub struct ServerConfig {
     /// that ends within it is sent with a Content-Length and can be retried.
     #[serde(default = "kib64")]
     pub request_buffer_size: usize,
+    /// Peers whose forwarding fields (X-Forwarded-*, Forwarded) are believed
+    /// and extended; from anyone else they are replaced.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<crate::net::Cidr>,
     /// Where to write hook statistics every second (JSON), if anywhere.
     #[serde(default)]
     pub stats_file: Option<std::path::PathBuf>,
@@ -100,18 +112,77 @@ pub struct UpstreamConfig {
     pub keepalive_requests: u32,
 }
 
-/// One `[[routes]]` entry.
+/// One `[[routes]]` entry (see docs/routing.md for what each key means).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// The route's name, for logs and `$route`.
+    pub name: String,
+    /// Hosts (lower-case; `*.example.com` for any subdomain); empty = any.
+    pub hosts: Vec<String>,
+    /// The normalised path equals this.
+    pub path: Option<String>,
+    /// The normalised path starts with this.
+    pub path_prefix: Option<String>,
+    /// A regular expression finds a match in the normalised path.
+    pub path_regex: Option<String>,
+    /// The method is one of these; empty = any.
+    pub methods: Vec<String>,
+    /// Conditions on header fields (names lower-case).
+    pub headers: Vec<FieldCondConfig>,
+    /// Conditions on query parameters.
+    pub query: Vec<FieldCondConfig>,
+    /// Forward to this pool.
+    pub upstream: Option<String>,
+    /// Or forward to one of these pools, by weight.
+    pub split: Vec<SplitConfig>,
+    /// Choose the split's pool by a hash of this cookie.
+    pub sticky_cookie: Option<String>,
+    /// Or of this header field (lower-case).
+    pub sticky_header: Option<String>,
+    /// Remove `path_prefix` from the path sent upstream.
+    pub strip_prefix: bool,
+    /// Send this path (a template) instead.
+    pub rewrite: Option<String>,
+    /// Send this `Host` (a template) upstream.
+    pub upstream_host: Option<String>,
+    /// Or answer with a redirect.
+    pub redirect: Option<RedirectConfig>,
+    /// Or answer directly.
+    pub respond: Option<RespondConfig>,
+}
+
+/// A condition on a header field or query parameter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Matches request paths starting with this string.
-    pub path_prefix: String,
-    /// Forward to this pool.
+pub struct FieldCondConfig {
+    /// Field or parameter name.
+    pub name: String,
+    /// `present`, `absent`, `equals` or `regex`.
+    pub cond: String,
+    /// The value compared with, or the expression.
     #[serde(default)]
-    pub upstream: Option<String>,
-    /// Or answer directly.
-    #[serde(default)]
-    pub respond: Option<RespondConfig>,
+    pub value: String,
+}
+
+/// One pool of a weighted split.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// The pool.
+    pub upstream: String,
+    /// Its share.
+    pub weight: u32,
+}
+
+/// A redirect a route answers with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// The `Location` template.
+    pub location: String,
 }
 
 /// A response the proxy sends itself.
@@ -172,6 +243,13 @@ fn d60s() -> Duration {
     Duration::from_secs(60)
 }
 
+fn cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<crate::net::Cidr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 mod millis {
     use super::*;
 
@@ -199,6 +277,9 @@ mod tests {
         assert_eq!(app.connect_timeout, Duration::from_millis(500));
         assert_eq!(app.response_timeout, Duration::from_secs(30));
         assert_eq!(cfg.routes[0].upstream.as_deref(), Some("app"));
+        assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/"));
+        assert!(cfg.routes[0].hosts.is_empty());
+        assert_eq!(cfg.natives, ["router"]);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Header hygiene between hops (RFC 9110 §7.6): hop-by-hop fields are
 //! dropped in both directions, forwarding fields are added.
 
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+
 use bytes::BytesMut;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Version, request};
 
+use crate::net::Cidr;
 use crate::server::ConnInfo;
 
 /// The pseudonym this proxy uses in `Via` (RFC 9110 §7.6.3).
@@ -13,6 +17,7 @@ pub const VIA_PSEUDONYM: &str = "rproxy";
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -113,7 +118,13 @@ pub fn write_upstream_fields<S: FieldSink>(
 ) {
     let headers = &parts.headers;
     let listed = connection_listed(headers);
+    // From a trusted proxy the forwarding fields are extended; from anyone
+    // else they are replaced, so a client cannot forge its address.
+    let trusted = conn.trusted.is_some();
     let mut forwarded_for: Vec<&[u8]> = Vec::new();
+    let mut forwarded: Vec<&[u8]> = Vec::new();
+    let mut proto_in: Option<&[u8]> = None;
+    let mut host_in: Option<&[u8]> = None;
     let mut cookies: Vec<&[u8]> = Vec::new();
     let mut te_trailers = false;
     for (name, value) in headers {
@@ -128,14 +139,30 @@ pub fn write_upstream_fields<S: FieldSink>(
             || name == header::HOST
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
-            || name == X_FORWARDED_PROTO
-            || name == X_FORWARDED_HOST
             || listed.contains(name)
         {
             continue;
         }
-        if name == X_FORWARDED_FOR {
-            forwarded_for.push(value.as_bytes());
+        if name == X_FORWARDED_FOR || name == FORWARDED {
+            if trusted {
+                let list = if name == FORWARDED {
+                    &mut forwarded
+                } else {
+                    &mut forwarded_for
+                };
+                list.push(value.as_bytes());
+            }
+            continue;
+        }
+        if name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+            if trusted {
+                let slot = if name == X_FORWARDED_PROTO {
+                    &mut proto_in
+                } else {
+                    &mut host_in
+                };
+                slot.get_or_insert(value.as_bytes());
+            }
             continue;
         }
         if name == header::COOKIE && parts.version == Version::HTTP_2 {
@@ -154,16 +181,18 @@ pub fn write_upstream_fields<S: FieldSink>(
     if !cookies.is_empty() {
         out.field("cookie", &cookies.join(&b"; "[..]));
     }
-    if forwarded_for.is_empty() {
-        out.field("x-forwarded-for", conn.client_ip.as_bytes());
-    } else {
-        forwarded_for.push(conn.client_ip.as_bytes());
-        out.field("x-forwarded-for", &forwarded_for.join(&b", "[..]));
-    }
-    out.field("x-forwarded-proto", conn.scheme.as_bytes());
-    if let Some(h) = authority {
+    forwarded_for.push(conn.client_ip.as_bytes());
+    out.field("x-forwarded-for", &forwarded_for.join(&b", "[..]));
+    out.field(
+        "x-forwarded-proto",
+        proto_in.unwrap_or(conn.scheme.as_bytes()),
+    );
+    if let Some(h) = host_in.or(authority) {
         out.field("x-forwarded-host", h);
     }
+    let element = forwarded_element(conn, authority);
+    forwarded.push(&element);
+    out.field("forwarded", &forwarded.join(&b", "[..]));
     out.field("via", via_value(parts.version));
     if te_trailers {
         out.field("te", b"trailers");
@@ -174,6 +203,76 @@ pub fn write_upstream_fields<S: FieldSink>(
         }
         out.field("connection", b"upgrade");
     }
+}
+
+/// This hop's `Forwarded` element (RFC 7239 §4): `for`, `proto` and `host`.
+fn forwarded_element(conn: &ConnInfo, authority: Option<&[u8]>) -> Vec<u8> {
+    let mut e = Vec::with_capacity(64);
+    e.extend_from_slice(b"for=");
+    match conn.client.ip().to_canonical() {
+        IpAddr::V4(_) => e.extend_from_slice(conn.client_ip.as_bytes()),
+        IpAddr::V6(_) => {
+            // §6: an IPv6 node is bracketed, and so quoted.
+            e.extend_from_slice(b"\"[");
+            e.extend_from_slice(conn.client_ip.as_bytes());
+            e.extend_from_slice(b"]\"");
+        }
+    }
+    e.extend_from_slice(b";proto=");
+    e.extend_from_slice(conn.scheme.as_bytes());
+    if let Some(host) = authority {
+        e.extend_from_slice(b";host=");
+        let token = host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if token {
+            e.extend_from_slice(host);
+        } else {
+            e.push(b'"');
+            for &b in host {
+                if b == b'"' || b == b'\\' {
+                    e.push(b'\\');
+                }
+                e.push(b);
+            }
+            e.push(b'"');
+        }
+    }
+    e
+}
+
+/// The client's address as the request's policy sees it. From a trusted
+/// proxy it is read from `X-Forwarded-For`, right to left: the first
+/// address that is not a trusted proxy (or the leftmost, if all are; or
+/// the last good one before an entry that is not an address). From anyone
+/// else it is the peer's address.
+pub fn client_ip<'a>(parts: &request::Parts, conn: &'a ConnInfo) -> Cow<'a, str> {
+    let Some(trusted) = &conn.trusted else {
+        return Cow::Borrowed(&conn.client_ip);
+    };
+    let mut client = Cow::Borrowed(conn.client_ip.as_str());
+    let lines: Vec<&str> = parts
+        .headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for entry in lines.iter().rev().flat_map(|l| l.rsplit(',')) {
+        let entry = entry.trim();
+        let Some(ip) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        else {
+            break;
+        };
+        let ip = ip.to_canonical();
+        client = Cow::Owned(ip.to_string());
+        if !Cidr::any_contains(trusted, ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// Remove hop-by-hop fields from an upstream response and add `Via`.
@@ -226,6 +325,54 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_fields_from_trusted_proxies_are_extended() {
+        let trusted: Arc<[Cidr]> = vec!["10.0.0.0/8".parse().expect("cidr")].into();
+        let conn = ConnInfo::new(
+            "10.1.2.3:5555".parse().expect("addr"),
+            "127.0.0.1:8080".parse().expect("addr"),
+            "http",
+        )
+        .trusting(&trusted);
+        let (parts, ()) = Request::builder()
+            .uri("/p")
+            .header("host", "shop.example:8443")
+            .header("x-forwarded-for", "198.51.100.7, 10.9.9.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "shop.example")
+            .header("forwarded", "for=198.51.100.7;proto=https")
+            .body(())
+            .expect("request")
+            .into_parts();
+        let mut out = BytesMut::new();
+        write_upstream_fields(&mut out, &parts, &conn, false, None, "b");
+        let text = String::from_utf8(out.to_vec()).expect("utf8");
+        assert!(
+            text.contains("x-forwarded-for: 198.51.100.7, 10.9.9.9, 10.1.2.3\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("x-forwarded-proto: https\r\n"));
+        assert!(text.contains("x-forwarded-host: shop.example\r\n"));
+        assert!(text.contains(
+            "forwarded: for=198.51.100.7;proto=https, for=10.1.2.3;proto=http;host=\"shop.example:8443\"\r\n"
+        ));
+        // The client is the first address from the right that is not a trusted proxy.
+        assert_eq!(client_ip(&parts, &conn), "198.51.100.7");
+        let untrusted = ConnInfo::new(
+            "203.0.113.1:1".parse().expect("addr"),
+            "127.0.0.1:8080".parse().expect("addr"),
+            "http",
+        )
+        .trusting(&trusted);
+        assert_eq!(client_ip(&parts, &untrusted), "203.0.113.1");
+        let (spoof, ()) = Request::builder()
+            .header("x-forwarded-for", "10.0.0.5, garbage, 10.0.0.6")
+            .body(())
+            .expect("request")
+            .into_parts();
+        assert_eq!(client_ip(&spoof, &conn), "10.0.0.6");
+    }
+
+    #[test]
     fn hop_by_hop_fields_are_dropped_and_forwarding_fields_added() {
         let req = Request::builder()
             .uri("/p")
@@ -258,8 +405,10 @@ mod tests {
         }
         assert!(text.contains("accept: */*\r\n"));
         assert!(text.contains("host: example.com\r\n"));
-        assert!(text.contains("x-forwarded-for: 1.1.1.1, 10.1.2.3\r\n"));
+        // The peer is not a trusted proxy: its forwarding fields are replaced.
+        assert!(text.contains("x-forwarded-for: 10.1.2.3\r\n"));
         assert!(text.contains("x-forwarded-proto: http\r\n"));
+        assert!(text.contains("forwarded: for=10.1.2.3;proto=http;host=example.com\r\n"));
         assert!(text.contains("x-forwarded-host: example.com\r\n"));
         assert!(text.contains("via: 1.0 edge\r\nhost"));
         assert!(text.contains("via: 1.1 rproxy\r\n"));

@@ -8,6 +8,7 @@
 //! * [`server`] — accept loops and downstream connections (HTTP/1.1, h2c);
 //! * [`h1`] — the HTTP/1.x wire format, strict by design;
 //! * [`proxy`] — the request path: checks, routing, forwarding;
+//! * [`route`] — the built-in router: conditions, rewrites, the index;
 //! * [`upstream`] — pools, pooled connections, response bodies;
 //! * [`headers`] — hop-by-hop hygiene and forwarding fields;
 //! * [`body`] — streaming request and response bodies;
@@ -25,7 +26,7 @@ pub mod hooks;
 pub mod net;
 pub mod proxy;
 mod response;
-mod route;
+pub mod route;
 pub mod server;
 mod timer;
 pub mod upstream;

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version, request};
 use http_body::Body;
 use tokio::time::Instant;
@@ -26,8 +26,8 @@ use crate::h1::encode;
 use crate::h1::parse::{ResponseHead, valid_host};
 use crate::headers;
 use crate::hooks::{ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision};
-use crate::response::{self, LocalResponse};
-use crate::route::{Action, Route, RouteTable};
+use crate::response;
+use crate::route::{Decision, RouteTable, Subject, normalize_path};
 use crate::server::ConnInfo;
 use crate::upstream::{ExchangeError, OutBody, UpgradeTunnel, Upstream, UpstreamBody};
 
@@ -66,43 +66,15 @@ impl Proxy {
                 Arc::new(Upstream::new(name, cfg, s.max_header_bytes, s.max_headers)),
             );
         }
-        let mut routes = Vec::with_capacity(config.routes.len());
-        for (i, r) in config.routes.iter().enumerate() {
-            let action = match (&r.upstream, &r.respond) {
-                (Some(name), None) => Action::Forward(
-                    pools
-                        .get(name.as_str())
-                        .ok_or_else(|| format!("routes[{i}]: unknown upstream {name:?}"))?
-                        .clone(),
-                ),
-                (None, Some(resp)) => {
-                    let status = StatusCode::from_u16(resp.status)
-                        .map_err(|_| format!("routes[{i}]: invalid status {}", resp.status))?;
-                    let mut fields = Vec::with_capacity(resp.headers.len());
-                    for (name, value) in &resp.headers {
-                        let name = HeaderName::from_bytes(name.as_bytes())
-                            .map_err(|_| format!("routes[{i}]: invalid header name {name:?}"))?;
-                        let value = HeaderValue::from_str(value)
-                            .map_err(|_| format!("routes[{i}]: invalid header value {value:?}"))?;
-                        fields.push((name, value));
-                    }
-                    Action::Respond(LocalResponse::new(status, fields, resp.body.as_bytes()))
-                }
-                _ => {
-                    return Err(format!(
-                        "routes[{i}]: needs exactly one of upstream / respond"
-                    ));
-                }
-            };
-            routes.push(Route {
-                path_prefix: r.path_prefix.clone(),
-                action,
-            });
-        }
+        let routes = if config.natives.iter().any(|n| n == "router") {
+            RouteTable::compile(&config.routes, &pools)?
+        } else {
+            RouteTable::default()
+        };
         let mut upstreams: Vec<Arc<Upstream>> = pools.into_values().collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Proxy {
-            routes: RouteTable::new(routes),
+            routes,
             upstreams,
             request_buffer_size: s.request_buffer_size,
             hooks,
@@ -136,11 +108,16 @@ impl Proxy {
             return self.handle_with_hooks(hooks, req, conn).await;
         }
         let (parts, body) = req.into_parts();
-        let result = match self.choose(&parts) {
-            Ok(Choice::Respond(local)) => Ok(local.to_response()),
-            Ok(Choice::Forward(upstream)) => {
+        let result = match self.choose(&parts, conn.scheme) {
+            Ok(Decision::Respond(local)) => Ok(local.to_response()),
+            Ok(Decision::Answer(resp)) => Ok(resp),
+            Ok(Decision::Forward {
+                upstream,
+                path,
+                host,
+            }) => {
                 let mut ex = Bare { parts, conn };
-                self.forward(upstream, &mut ex, body, None, Rewrite::default())
+                self.forward(upstream, &mut ex, body, None, Rewrite { path, host })
                     .await
             }
             Err(e) => Err(e),
@@ -152,16 +129,13 @@ impl Proxy {
     }
 
     /// Checks that apply whatever the route, then the configured route.
-    fn choose(&self, parts: &request::Parts) -> Result<Choice<'_>> {
+    fn choose(&self, parts: &request::Parts, scheme: &str) -> Result<Decision<'_>> {
         check_request(parts)?;
-        let route = self
-            .routes
-            .find(parts.uri.path())
-            .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route matches"))?;
-        Ok(match &route.action {
-            Action::Respond(local) => Choice::Respond(local),
-            Action::Forward(upstream) => Choice::Forward(upstream),
-        })
+        let subject =
+            Subject::new(parts, scheme).map_err(|why| Error::new(ErrorKind::BadRequest, why))?;
+        self.routes
+            .decide(&subject)
+            .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route matches"))
     }
 
     async fn handle_with_hooks(
@@ -248,9 +222,17 @@ impl Proxy {
                 ex.rewrite = (path.clone(), host.clone());
                 (upstream, Rewrite { path, host })
             }
-            None => match self.choose(&ex.parts)? {
-                Choice::Respond(local) => return Ok(local.to_response()),
-                Choice::Forward(upstream) => (upstream.clone(), Rewrite::default()),
+            None => match self.choose(&ex.parts, ex.conn.scheme)? {
+                Decision::Respond(local) => return Ok(local.to_response()),
+                Decision::Answer(resp) => return Ok(resp),
+                Decision::Forward {
+                    upstream,
+                    path,
+                    host,
+                } => {
+                    ex.rewrite = (path.clone(), host.clone());
+                    (upstream.clone(), Rewrite { path, host })
+                }
             },
         };
         ex.pool = Some(upstream.name.clone());
@@ -421,12 +403,6 @@ impl Proxy {
     }
 }
 
-/// What the configured routes decided.
-enum Choice<'a> {
-    Respond(&'a LocalResponse),
-    Forward(&'a Arc<Upstream>),
-}
-
 /// Changes a route makes to the upstream request.
 #[derive(Default)]
 struct Rewrite {
@@ -472,6 +448,10 @@ impl InFlight for Exchange {
 }
 
 fn log_error(err: &Error, conn: &ConnInfo) {
+    if err.kind() == ErrorKind::NoRoute {
+        log::debug!("{} no route: {err}", conn.client);
+        return;
+    }
     match err.source_side() {
         ErrorSource::Upstream => log::warn!("{} upstream error: {err}", conn.client),
         // The plan already logged the failure, with the plugin's traceback.
@@ -502,6 +482,8 @@ fn check_request(parts: &request::Parts) -> Result<()> {
     if parts.version == Version::HTTP_2 {
         check_h2_authority(parts)?;
     }
+    // A path that cannot be normalised is refused before any policy sees it.
+    normalize_path(parts.uri.path()).map_err(|why| Error::new(ErrorKind::BadRequest, why))?;
     Ok(())
 }
 

@@ -8,6 +8,17 @@ use crate::body::ProxyBody;
 use crate::error::{Error, ErrorSource};
 use crate::proxy::CloseConnection;
 
+/// A response the proxy makes (a `respond` route, or one a hook returns)
+/// with a body but no `Content-Type` is plain text.
+pub(crate) fn default_content_type(headers: &mut HeaderMap, body: &[u8]) {
+    if !body.is_empty() && !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+}
+
 /// A fixed response configured on a route.
 #[derive(Debug, Clone)]
 pub struct LocalResponse {
@@ -28,23 +39,12 @@ impl LocalResponse {
         for (name, value) in headers {
             map.append(name, value);
         }
-        if !body.is_empty() && !map.contains_key(header::CONTENT_TYPE) {
-            map.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-        }
+        default_content_type(&mut map, body);
         LocalResponse {
             status,
             headers: map,
             body: Bytes::copy_from_slice(body),
         }
-    }
-
-    /// The configured body.
-    #[cfg(test)]
-    pub(crate) fn body(&self) -> &Bytes {
-        &self.body
     }
 
     /// A fresh response to send.

@@ -35,6 +35,11 @@ def test_init_writes_a_valid_commented_config(tmp_path: Path, capsys: pytest.Cap
     assert cli.main(["init", "--force", str(target)]) == 0
 
 
+def test_run_can_run_the_reference_implementations() -> None:
+    assert cli._parser().parse_args(["run", "proxy.toml"]).native is True
+    assert cli._parser().parse_args(["run", "--no-native", "proxy.toml"]).native is False
+
+
 def test_missing_file_is_a_config_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "does-not-exist.toml"]) == 2
     assert capsys.readouterr().err == "does-not-exist.toml:0:0: error: cannot read: No such file or directory\n"

@@ -131,13 +131,33 @@ max_connections = 1001
 [upstreams.app]
 servers = ["127.0.0.1:9000"]
 
+[upstreams.canary]
+servers = ["127.0.0.1:9001"]
+
 [[routes]]
 path_prefix = "/ok"
 respond = { status = 204, headers = { "X-A" = "1" } }
 
 [[routes]]
+name = "users"
+host = ["API.example.com", "*.Example.com."]
+path_regex = "^/users/(?P<id>[0-9]+)$"
+methods = ["GET", "HEAD"]
+headers = { X-Env = "prod", X-Debug = false, X-Trace = true, User-Agent = { regex = "^curl/" } }
+query = { V = "2" }
+split = [{ upstream = "app", weight = 3 }, { upstream = "canary" }]
+sticky_header = "X-User"
+rewrite = "/v2/users/${id}"
+upstream_host = "internal.$host"
+
+[[routes]]
+host = "old.example.com"
+redirect = { status = 301, location = "https://new.example.com$request_uri" }
+
+[[routes]]
 path_prefix = "/"
 upstream = "app"
+strip_prefix = true
 
 [plugins]
 dirs = []
@@ -147,11 +167,48 @@ dirs = []
     assert engine["server"]["max_connections"] == 501
     assert engine["server"]["client_header_timeout"] == 10_000
     assert engine["upstreams"]["app"]["connect_timeout"] == 2000
+    nothing = {
+        "hosts": [], "path": None, "path_prefix": None, "path_regex": None, "methods": [], "headers": [],
+        "query": [], "upstream": None, "split": [], "sticky_cookie": None, "sticky_header": None,
+        "strip_prefix": False, "rewrite": None, "upstream_host": None, "redirect": None, "respond": None,
+    }  # fmt: skip
     assert engine["routes"][0] == {
+        **nothing,
+        "name": "routes[0]",
         "path_prefix": "/ok",
         "respond": {"status": 204, "body": "", "headers": [["X-A", "1"]]},
     }
-    assert engine["routes"][1] == {"path_prefix": "/", "upstream": "app"}
+    assert engine["routes"][1] == {
+        **nothing,
+        "name": "users",
+        "hosts": ["api.example.com", "*.example.com"],
+        "path_regex": "^/users/(?P<id>[0-9]+)$",
+        "methods": ["GET", "HEAD"],
+        "headers": [
+            {"name": "x-env", "cond": "equals", "value": "prod"},
+            {"name": "x-debug", "cond": "absent", "value": ""},
+            {"name": "x-trace", "cond": "present", "value": ""},
+            {"name": "user-agent", "cond": "regex", "value": "^curl/"},
+        ],
+        "query": [{"name": "V", "cond": "equals", "value": "2"}],
+        "split": [{"upstream": "app", "weight": 3}, {"upstream": "canary", "weight": 1}],
+        "sticky_header": "x-user",
+        "rewrite": "/v2/users/${id}",
+        "upstream_host": "internal.$host",
+    }
+    assert engine["routes"][2] == {
+        **nothing,
+        "name": "routes[2]",
+        "hosts": ["old.example.com"],
+        "redirect": {"status": 301, "location": "https://new.example.com$request_uri"},
+    }
+    assert engine["routes"][3] == {
+        **nothing,
+        "name": "routes[3]",
+        "path_prefix": "/",
+        "upstream": "app",
+        "strip_prefix": True,
+    }
     # The engine accepts exactly this form.
     rproxy.Engine(cfg)
 

@@ -3,7 +3,8 @@
 ``rproxy_engine(config, plugins=[...])`` starts a real engine on
 127.0.0.1:0 — ``config`` is TOML text, a dict (see
 :func:`rproxy.testing.proxy_config`) or a loaded config — and stops it when
-the test ends. ``rproxy_origin`` is a real origin server on 127.0.0.1:0
+the test ends; ``native=False`` runs the built-ins' Python reference
+implementations instead of the engine's compiled forms. ``rproxy_origin`` is a real origin server on 127.0.0.1:0
 that records every connection, byte and request it receives.
 """
 
@@ -31,11 +32,11 @@ def rproxy_origin() -> Iterator[Origin]:
 
 @pytest.fixture
 def rproxy_engine() -> Iterator[StartEngine]:
-    """Start real engines: ``rproxy_engine(config, plugins=[...])``; all stop at teardown."""
+    """Start real engines: ``rproxy_engine(config, plugins=[...], native=True)``; all stop at teardown."""
     engines: list[Engine] = []
 
-    def start(config: str | Mapping[str, Any] | Config, plugins: Sequence[Any] = ()) -> Engine:
-        engine = Engine(_as_config(config), plugins=plugin_pairs(plugins))
+    def start(config: str | Mapping[str, Any] | Config, plugins: Sequence[Any] = (), native: bool = True) -> Engine:
+        engine = Engine(_as_config(config), plugins=plugin_pairs(plugins), native=native)
         engine.start()
         engines.append(engine)
         return engine

@@ -167,6 +167,15 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// Why the engine cannot compile the regular expression `pattern`, or
+/// `None` when it can (configuration checks use it for `path_regex` and
+/// friends, so an expression Python accepts but the engine does not is a
+/// configuration error, not a start-up failure).
+#[pyfunction]
+fn check_regex(pattern: &str) -> Option<String> {
+    crate::route::compile_regex(pattern).err()
+}
+
 #[pymodule]
 #[pyo3(name = "_engine")]
 fn engine_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -177,6 +186,7 @@ fn engine_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<views::PyHeaders>()?;
     m.add_class::<plan::Completion>()?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(check_regex, m)?)?;
     m.add_function(wrap_pyfunction!(views::_live_views, m)?)?;
     Ok(())
 }

@@ -485,7 +485,10 @@ impl PyHooks {
                 "{hook} returned a Response that was already used"
             )));
         };
-        let mut out = Response::new(ProxyBody::full(body.unwrap_or_default()));
+        let body = body.unwrap_or_default();
+        let mut headers = headers;
+        crate::response::default_content_type(&mut headers, &body);
+        let mut out = Response::new(ProxyBody::full(body));
         *out.status_mut() = status;
         *out.headers_mut() = headers;
         Ok(Some(out))

@@ -7,6 +7,7 @@
 //! raises a clear error instead of showing stale data.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
@@ -60,7 +61,7 @@ fn read_only() -> PyErr {
 /// The request head and what the engine decided so far.
 pub(crate) struct RequestData {
     pub(crate) parts: request::Parts,
-    pub(crate) client: Option<SocketAddr>,
+    pub(crate) conn: Option<Arc<ConnInfo>>,
     pub(crate) scheme: &'static str,
     pub(crate) pool: Option<String>,
     pub(crate) rewrite: (Option<String>, Option<String>),
@@ -96,7 +97,7 @@ impl PyRequest {
     pub(crate) fn enter(&mut self, ex: &mut Exchange, outbound: Option<Outbound>) {
         self.data = Some(RequestData {
             parts: std::mem::replace(&mut ex.parts, empty_parts()),
-            client: Some(ex.conn.client),
+            conn: Some(ex.conn.clone()),
             scheme: ex.conn.scheme,
             pool: ex.pool.clone(),
             rewrite: ex.rewrite.clone(),
@@ -182,8 +183,8 @@ impl PyRequest {
         })?;
         let scheme = if scheme == "https" { "https" } else { "http" };
         let parts = req.into_parts().0;
+        let conn = Arc::new(ConnInfo::new(client, client, scheme));
         let outbound = outbound.then(|| {
-            let conn = ConnInfo::new(client, client, scheme);
             let mut fields = HeaderMap::new();
             headers::write_upstream_fields(&mut fields, &parts, &conn, false, None, "upstream");
             Outbound {
@@ -198,7 +199,7 @@ impl PyRequest {
         let mut view = PyRequest::empty();
         view.data = Some(RequestData {
             parts,
-            client: Some(client),
+            conn: Some(conn),
             scheme,
             pool: None,
             rewrite: (None, None),
@@ -263,44 +264,32 @@ impl PyRequest {
         Ok(self.data()?.scheme)
     }
 
-    /// The host the client asked for, without the port, lower-cased.
+    /// The host the client asked for: the request target's authority or
+    /// the ``Host`` field, lower-cased, without port and trailing dot.
     #[getter]
     fn host(&self) -> PyResult<Option<String>> {
         let data = self.data()?;
-        let authority = data
-            .parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| {
-                data.parts
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            });
-        Ok(authority.map(|a| {
-            let host = match a.strip_prefix('[') {
-                Some(rest) => rest.split(']').next().unwrap_or(rest).to_owned(),
-                None => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_owned(),
-            };
-            host.to_ascii_lowercase()
-        }))
+        let host = crate::route::request_host(&data.parts);
+        let asked = data.parts.uri.authority().is_some()
+            || data.parts.headers.contains_key(http::header::HOST);
+        Ok(asked.then(|| host.into_owned()))
     }
 
-    /// The client's IP address.
+    /// The client's IP address: the peer's, or, when the peer is one of
+    /// ``trusted_proxies``, the one it names in ``X-Forwarded-For``.
     #[getter]
     fn client(&self) -> PyResult<Option<String>> {
-        Ok(self
-            .data()?
-            .client
-            .map(|c| c.ip().to_canonical().to_string()))
+        let data = self.data()?;
+        Ok(data
+            .conn
+            .as_ref()
+            .map(|c| headers::client_ip(&data.parts, c).into_owned()))
     }
 
     /// The client's port.
     #[getter]
     fn client_port(&self) -> PyResult<Option<u16>> {
-        Ok(self.data()?.client.map(|c| c.port()))
+        Ok(self.data()?.conn.as_ref().map(|c| c.client.port()))
     }
 
     /// ``"HTTP/1.0"``, ``"HTTP/1.1"`` or ``"HTTP/2"``.

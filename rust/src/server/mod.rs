@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::h1::parse::HeadLimits;
+use crate::net::Cidr;
 use crate::proxy::Proxy;
 use h1::{H1Conn, H1Exit, ReadSide};
 use rewind::Rewind;
@@ -36,6 +37,8 @@ pub struct ConnInfo {
     pub client_ip: String,
     /// `http` or `https`.
     pub scheme: &'static str,
+    /// The trusted proxy networks, when the peer is one of them.
+    pub trusted: Option<Arc<[Cidr]>>,
 }
 
 impl ConnInfo {
@@ -46,7 +49,17 @@ impl ConnInfo {
             local,
             client_ip: client.ip().to_canonical().to_string(),
             scheme,
+            trusted: None,
         }
+    }
+
+    /// Mark the connection as coming from a trusted proxy when its peer is
+    /// in `trusted_proxies`: its forwarding fields are then believed.
+    pub fn trusting(mut self, trusted_proxies: &Arc<[Cidr]>) -> Self {
+        if Cidr::any_contains(trusted_proxies, self.client.ip()) {
+            self.trusted = Some(trusted_proxies.clone());
+        }
+        self
     }
 }
 
@@ -55,6 +68,7 @@ pub(crate) struct ServerCtx {
     pub(crate) config: ServerConfig,
     pub(crate) limits: HeadLimits,
     pub(crate) proxy: Arc<Proxy>,
+    pub(crate) trusted_proxies: Arc<[Cidr]>,
 }
 
 impl ServerCtx {
@@ -65,6 +79,7 @@ impl ServerCtx {
             max_uri_size: config.max_uri_size,
         };
         ServerCtx {
+            trusted_proxies: config.trusted_proxies.clone().into(),
             config,
             limits,
             proxy,
@@ -199,7 +214,7 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let info = Arc::new(ConnInfo::new(peer, local, "http"));
+    let info = Arc::new(ConnInfo::new(peer, local, "http").trusting(&ctx.trusted_proxies));
     let (r, w) = stream.into_split();
     let read = ReadSide::new(Box::new(r), BytesMut::with_capacity(4096));
     let conn = H1Conn::new(
