@@ -650,12 +650,13 @@ class _Checker:
             if kind == "cidrs":
                 if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                     raise ValueError(f'expected an array of addresses or networks such as "10.0.0.0/8", got {_show(v)}')
+                nets: list[str] = []
                 for i, net in enumerate(v):
                     try:
-                        ipaddress.ip_network(net, strict=False)
+                        nets.append(str(ipaddress.ip_network(net, strict=False)))
                     except ValueError:
                         self.error(path + (i,), f'"{net}" is not an IP address or network')
-                return tuple(str(ipaddress.ip_network(n, strict=False)) for n in v if _is_network(n))
+                return tuple(nets)
             if kind == "status":
                 if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 599:
                     raise ValueError(f"expected a status code from 200 to 599, got {_show(v)}")
@@ -877,14 +878,6 @@ def _check_regex(pattern: str) -> None:
     problem = _engine.check_regex(pattern)
     if problem is not None:
         raise ValueError(f"the engine cannot use this regular expression: {problem.removeprefix('error: ')}")
-
-
-def _is_network(text: str) -> bool:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return False
-    return True
 
 
 def _parse_address(text: Any, *, listen: bool) -> Address:

@@ -131,8 +131,7 @@ impl Proxy {
     /// Checks that apply whatever the route, then the configured route.
     fn choose(&self, parts: &request::Parts, scheme: &str) -> Result<Decision<'_>> {
         check_request(parts)?;
-        let subject =
-            Subject::new(parts, scheme).map_err(|why| Error::new(ErrorKind::BadRequest, why))?;
+        let subject = Subject::new(parts, scheme).map_err(bad_path)?;
         self.routes
             .decide(&subject)
             .ok_or_else(|| Error::new(ErrorKind::NoRoute, "no route matches"))
@@ -200,6 +199,9 @@ impl Proxy {
         body: RequestBody,
     ) -> Result<Response<ProxyBody>> {
         check_request(&ex.parts)?;
+        // A path that cannot be normalised is refused before any policy
+        // sees it (without hooks, routing does this check).
+        normalize_path(ex.parts.uri.path()).map_err(bad_path)?;
         if hooks.has(Phase::RequestFilter) {
             if let Some(resp) = hooks.request_filter(ex).await? {
                 return Ok(resp);
@@ -471,6 +473,11 @@ fn origin_target(parts: &request::Parts) -> &str {
         .unwrap_or("/")
 }
 
+/// The error for a path that cannot be normalised (docs/routing.md).
+fn bad_path(why: &'static str) -> Error {
+    Error::new(ErrorKind::BadRequest, why)
+}
+
 /// Requests the proxy refuses whatever the route.
 fn check_request(parts: &request::Parts) -> Result<()> {
     if parts.method == Method::CONNECT {
@@ -482,8 +489,6 @@ fn check_request(parts: &request::Parts) -> Result<()> {
     if parts.version == Version::HTTP_2 {
         check_h2_authority(parts)?;
     }
-    // A path that cannot be normalised is refused before any policy sees it.
-    normalize_path(parts.uri.path()).map_err(|why| Error::new(ErrorKind::BadRequest, why))?;
     Ok(())
 }
 
