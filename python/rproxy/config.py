@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rproxy import _engine
 from rproxy._toml_positions import Path as KeyPath
@@ -29,24 +29,34 @@ from rproxy.errors import ConfigError, ConfigIssue
 from rproxy.routing import VARIABLES, normalise_path, parse_template
 
 __all__ = [
+    "CORS_KEYS",
+    "DEFAULT_HIDE",
+    "HEADERS_KEYS",
+    "HEADER_VARIABLES",
     "PLUGINS_KEYS",
     "PLUGIN_TABLE_KEYS",
     "REDIRECT_KEYS",
     "REQUIRED",
     "RESPOND_KEYS",
     "ROUTE_KEYS",
+    "RULE_KEYS",
+    "SECURITY_KEYS",
     "SERVER_KEYS",
     "SPLIT_KEYS",
     "UPSTREAM_KEYS",
     "Address",
     "Condition",
     "Config",
+    "CorsSettings",
+    "HeaderRules",
+    "HeadersSettings",
     "Key",
     "PluginTable",
     "PluginsSettings",
     "RedirectSettings",
     "RespondSettings",
     "RouteSettings",
+    "SecuritySettings",
     "ServerSettings",
     "SplitShare",
     "UpstreamSettings",
@@ -158,6 +168,20 @@ UPSTREAM_KEYS: tuple[Key, ...] = (
     Key("keepalive", "int", 64, "idle keep-alive connections kept per server (0 disables reuse)"),
     Key("keepalive_timeout", "duration0", "60s", "time an idle upstream connection is kept"),
     Key("keepalive_requests", "int", 1000, "requests sent over one upstream connection before it is closed", minimum=1),
+    Key(
+        "request_headers",
+        "rules",
+        {},
+        "header rules for the requests sent to this pool, after `[headers.request]`: { remove, set, add }; "
+        "one in `[defaults.upstream]` applies to the pools without their own (it is replaced, not merged)",
+    ),
+    Key(
+        "response_headers",
+        "rules",
+        {},
+        "header rules for the responses to requests for which this pool was chosen, after `[headers.response]`; "
+        "inherited like `request_headers`",
+    ),
 )
 
 RESPOND_KEYS: tuple[Key, ...] = (
@@ -221,6 +245,128 @@ ROUTE_KEYS: tuple[Key, ...] = (
     Key("upstream_host", "template", None, "send this `Host` upstream instead of the client's (a template)"),
     Key("sticky_cookie", "cookie_name", None, "with `split`: choose the pool by a hash of this cookie"),
     Key("sticky_header", "header_name", None, "with `split`: choose the pool by a hash of this header field"),
+    Key(
+        "request_headers",
+        "rules",
+        {},
+        "with `upstream` or `split`: header rules for the requests this route forwards, after the global "
+        "and the pool's: { remove, set, add }",
+    ),
+    Key(
+        "response_headers",
+        "rules",
+        {},
+        "header rules for the responses to this route's requests, after the global and the pool's",
+    ),
+    Key(
+        "cors",
+        "route_cors",
+        None,
+        "`false` turns CORS off for this route; a table with the keys of `[cors]` replaces the global one "
+        "(by default the route has the global `[cors]`, if any)",
+    ),
+)
+
+#: Response fields that name the software behind the proxy; ``[headers] hide`` by default.
+DEFAULT_HIDE = ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime", "x-generator"]
+
+#: The variables of header rule values (docs/headers.md).
+HEADER_VARIABLES = (
+    "client_ip",
+    "remote_addr",
+    "host",
+    "scheme",
+    "method",
+    "path",
+    "query",
+    "request_uri",
+    "route",
+    "upstream",
+    "upstream_addr",
+    "request_id",
+)
+
+HEADERS_KEYS: tuple[Key, ...] = (
+    Key(
+        "hide",
+        "hide",
+        DEFAULT_HIDE,
+        "response header fields removed before the response rules run, so that clients do not learn what "
+        "runs behind the proxy (`[]` passes them through)",
+    ),
+    Key(
+        "security",
+        "security",
+        False,
+        "the security header preset: `true` for its defaults, or a `[headers.security]` table",
+    ),
+    Key("request", "rules", {}, "header rules for every request sent upstream: { remove, set, add }"),
+    Key("response", "rules", {}, "header rules for every response sent to the client: { remove, set, add }"),
+)
+
+RULE_KEYS: tuple[Key, ...] = (
+    Key("remove", "rule_names", [], "fields to remove, every line of each name"),
+    Key(
+        "set",
+        "rule_values",
+        {},
+        '{ name = "value" }: each replaces every field of its name with one field; the value is a template',
+    ),
+    Key(
+        "add",
+        "rule_values",
+        {},
+        '{ name = "value" }: each appends a field, keeping those already there; the value is a template',
+    ),
+)
+
+SECURITY_KEYS: tuple[Key, ...] = (
+    Key(
+        "hsts",
+        "field_value",
+        "max-age=31536000",
+        "`Strict-Transport-Security`, sent only on responses to requests that came over TLS",
+    ),
+    Key("content_type_options", "field_value", "nosniff", "`X-Content-Type-Options`"),
+    Key(
+        "frame_options",
+        "frame_options",
+        "DENY",
+        '`X-Frame-Options`: "DENY" or "SAMEORIGIN"; without `csp` it also adds '
+        "`Content-Security-Policy: frame-ancestors 'none'` (or `'self'`)",
+    ),
+    Key("referrer_policy", "field_value", "strict-origin-when-cross-origin", "`Referrer-Policy`"),
+    Key("csp", "field_value", "", "`Content-Security-Policy`"),
+)
+
+CORS_KEYS: tuple[Key, ...] = (
+    Key(
+        "origins",
+        "origins",
+        REQUIRED,
+        'the origins allowed, as browsers send them: "scheme://host[:port]" in lower case, or ["*"] for any',
+    ),
+    Key("methods", "cors_methods", ["GET", "HEAD", "POST"], "the methods a preflight allows"),
+    Key(
+        "headers",
+        "cors_headers",
+        [],
+        'the request header fields a preflight allows, or ["*"] for those it asks for',
+    ),
+    Key("expose", "field_names", [], "the response header fields scripts may read (`Access-Control-Expose-Headers`)"),
+    Key(
+        "credentials",
+        "bool",
+        False,
+        "allow requests with credentials (cookies, `Authorization`): `Access-Control-Allow-Credentials: true`",
+    ),
+    Key(
+        "max_age",
+        "duration0",
+        None,
+        "how long a browser may keep a preflight's answer (`Access-Control-Max-Age`, in whole seconds); "
+        "not sent when absent",
+    ),
 )
 
 PLUGINS_KEYS: tuple[Key, ...] = (
@@ -239,7 +385,7 @@ PLUGIN_TABLE_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", "5s", "longest an async hook of this plugin may take before it counts as failed"),
 )
 
-TOP_KEYS = ("server", "defaults", "upstreams", "routes", "plugins")
+TOP_KEYS = ("server", "defaults", "upstreams", "routes", "headers", "cors", "plugins")
 
 
 @dataclass(frozen=True)
@@ -275,8 +421,53 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class HeaderRules:
+    """A rule set (docs/headers.md): names are lower-case, values templates,
+    each in the order written. ``remove`` runs first, then ``set``, then ``add``."""
+
+    remove: tuple[str, ...] = ()
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """``[headers.security]``: the value of each field the preset adds ("" = not added)."""
+
+    hsts: str = "max-age=31536000"
+    content_type_options: str = "nosniff"
+    frame_options: str = "DENY"
+    referrer_policy: str = "strict-origin-when-cross-origin"
+    csp: str = ""
+
+
+@dataclass(frozen=True)
+class CorsSettings:
+    """``[cors]`` or a route's own ``cors`` table. Header names are
+    lower-case; ``max_age`` is in seconds (``None``: not sent)."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...] = ("GET", "HEAD", "POST")
+    headers: tuple[str, ...] = ()
+    expose: tuple[str, ...] = ()
+    credentials: bool = False
+    max_age: float | None = None
+
+
+@dataclass(frozen=True)
+class HeadersSettings:
+    """``[headers]``: hidden response fields, the security preset (``None``
+    when off) and the global rule sets."""
+
+    hide: tuple[str, ...] = tuple(DEFAULT_HIDE)
+    security: SecuritySettings | None = None
+    request: HeaderRules = HeaderRules()
+    response: HeaderRules = HeaderRules()
+
+
+@dataclass(frozen=True)
 class UpstreamSettings:
-    """``[upstreams.NAME]``: one pool of servers."""
+    """``[upstreams.NAME]``: one pool of servers, and its header rules."""
 
     name: str
     servers: tuple[Address, ...]
@@ -286,6 +477,8 @@ class UpstreamSettings:
     keepalive: int
     keepalive_timeout: float
     keepalive_requests: int
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
 
 
 @dataclass(frozen=True)
@@ -346,6 +539,9 @@ class RouteSettings:
     upstream_host: str | None = None
     sticky_cookie: str | None = None
     sticky_header: str | None = None
+    request_headers: HeaderRules = HeaderRules()
+    response_headers: HeaderRules = HeaderRules()
+    cors: CorsSettings | Literal[False] | None = None  # None: the global [cors]; False: none
 
 
 @dataclass(frozen=True)
@@ -378,6 +574,8 @@ class Config:
     plugins: PluginsSettings
     positions: Positions | None = None
     source: str = ""
+    headers: HeadersSettings = HeadersSettings()
+    cors: CorsSettings | None = None
 
     def issue(self, path: KeyPath, message: str, *, at_key: bool = False) -> ConfigIssue:
         """A problem at ``path`` of this file (for checks made after loading)."""
@@ -420,10 +618,19 @@ class Config:
                     "keepalive": u.keepalive,
                     "keepalive_timeout": _ms(u.keepalive_timeout),
                     "keepalive_requests": u.keepalive_requests,
+                    "request_headers": _rules_json(u.request_headers),
+                    "response_headers": _rules_json(u.response_headers),
                 }
                 for name, u in self.upstreams.items()
             },
             "routes": [_route_json(r) for r in self.routes],
+            "headers": {
+                "hide": list(self.headers.hide),
+                "security": None if self.headers.security is None else dataclasses.asdict(self.headers.security),
+                "request": _rules_json(self.headers.request),
+                "response": _rules_json(self.headers.response),
+            },
+            "cors": None if self.cors is None else _cors_json(self.cors),
         }
 
 
@@ -454,6 +661,28 @@ def _route_json(r: RouteSettings) -> dict[str, Any]:
         "respond": None
         if r.respond is None
         else {"status": r.respond.status, "body": r.respond.body, "headers": [list(h) for h in r.respond.headers]},
+        "request_headers": _rules_json(r.request_headers),
+        "response_headers": _rules_json(r.response_headers),
+        "cors": _cors_json(r.cors) if r.cors else r.cors,
+    }
+
+
+def _rules_json(rules: HeaderRules) -> dict[str, Any]:
+    return {
+        "remove": list(rules.remove),
+        "set": [[name, value] for name, value in rules.set],
+        "add": [[name, value] for name, value in rules.add],
+    }
+
+
+def _cors_json(cors: CorsSettings) -> dict[str, Any]:
+    return {
+        "origins": list(cors.origins),
+        "methods": list(cors.methods),
+        "headers": list(cors.headers),
+        "expose": list(cors.expose),
+        "credentials": cors.credentials,
+        "max_age": None if cors.max_age is None else int(cors.max_age),
     }
 
 
@@ -673,6 +902,39 @@ class _Checker:
                 return v
             if kind == "respond":
                 return self.respond(path, v)
+            if kind == "rules":
+                return self.rules(path, v)
+            if kind in ("rule_names", "hide", "field_names", "cors_headers"):
+                return self.field_names(path, v, kind)
+            if kind == "rule_values":
+                return self.rule_values(path, v)
+            if kind == "field_value":
+                if not isinstance(v, str):
+                    raise ValueError(f"expected a header field value (a string), got {_type_name(v)}")
+                return _field_value(v)
+            if kind == "frame_options":
+                if isinstance(v, str) and v.upper() in ("DENY", "SAMEORIGIN") and v != v.upper():
+                    raise ValueError(f'expected upper case: write "{v.upper()}"')
+                if v not in ("DENY", "SAMEORIGIN", ""):
+                    raise ValueError(f'expected "DENY", "SAMEORIGIN" or "" (none), got {_show(v)}')
+                return v
+            if kind == "security":
+                return self.security(path, v)
+            if kind == "origins":
+                return self.origins(path, v)
+            if kind == "cors_methods":
+                return self.cors_methods(path, v)
+            if kind == "route_cors":
+                if v is True:
+                    raise ValueError(
+                        "expected false or a table of CORS settings: a route has the global [cors] "
+                        "unless it says otherwise, so true is not needed"
+                    )
+                if v is False:
+                    return False
+                if not isinstance(v, dict):
+                    raise ValueError(f"expected false or a table of CORS settings, got {_type_name(v)}")
+                return self.cors(path, v)
         except ValueError as e:
             self.error(path, str(e))
             return None
@@ -792,6 +1054,134 @@ class _Checker:
                 self.error(where, f'expected true, false, a string or {{ regex = "..." }}, got {_type_name(cond)}')
         return tuple(out) if len(out) == len(v) else None
 
+    # -- headers and CORS (docs/headers.md) ----------------------------------
+
+    def rules(self, path: KeyPath, v: Any) -> HeaderRules | None:
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a rule set {{ remove, set, add }}, got {_type_name(v)}")
+        self.table(path, v, [k.name for k in RULE_KEYS])
+        s = self.settings(path, v, RULE_KEYS)
+        if None in s.values() or any(k not in s for k in v):
+            return None
+        return HeaderRules(remove=s["remove"], set=s["set"], add=s["add"])
+
+    def field_names(self, path: KeyPath, v: Any, kind: str) -> tuple[str, ...] | None:
+        """An array of header field names, lower-cased. ``rule_names`` (a
+        rule's ``remove``) and ``hide`` may not name the framing fields, nor
+        ``remove`` the ``Host``; ``cors_headers`` may be ``["*"]``."""
+        if not isinstance(v, list):
+            raise ValueError(f'expected an array of header field names such as ["x-debug"], got {_type_name(v)}')
+        out: list[str] = []
+        for i, name in enumerate(v):
+            if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+                self.error(path + (i,), f"expected a header field name, got {_show(name)}")
+            elif kind == "cors_headers" and name == "*" and len(v) > 1:
+                self.error(path + (i,), '"*" allows whatever a preflight asks for: it stands alone')
+            elif kind in ("rule_names", "hide") and name.lower() in _FRAMING_FIELDS:
+                self.error(path + (i,), _framing_message(name))
+            elif kind == "rule_names" and name.lower() == "host":
+                self.error(path + (i,), '"host" cannot be removed: a request needs one (`set` can change it)')
+            else:
+                out.append(name.lower())
+        return tuple(out) if len(out) == len(v) else None
+
+    def rule_values(self, path: KeyPath, v: Any) -> tuple[tuple[str, str], ...] | None:
+        """``{ name = "template" }`` of a rule's ``set`` or ``add``."""
+        if not isinstance(v, dict):
+            raise ValueError(f'expected a table of header fields {{ name = "value" }}, got {_type_name(v)}')
+        out: list[tuple[str, str]] = []
+        seen: dict[str, str] = {}
+        for name, value in v.items():
+            where = path + (name,)
+            if not _TOKEN.fullmatch(name):
+                self.error(where, f"{_show(name)} is not a valid header field name", at_key=True)
+                continue
+            if name.lower() in _FRAMING_FIELDS:
+                self.error(where, _framing_message(name), at_key=True)
+                continue
+            if path[-1] == "set" and name.lower() in seen:
+                self.error(
+                    where, f"{_show(seen[name.lower()])} is set already (field names are case-insensitive)", at_key=True
+                )
+                continue
+            seen[name.lower()] = name
+            if not isinstance(value, str):
+                self.error(where, f"expected a header field value (a string), got {_type_name(value)}")
+                continue
+            try:
+                _field_value(value)
+                pieces = parse_template(value)
+            except ValueError as e:
+                self.error(where, str(e))
+                continue
+            unknown = [n for _, n in pieces if n and n not in HEADER_VARIABLES]
+            for variable in unknown:
+                close = difflib.get_close_matches(variable, HEADER_VARIABLES, n=1, cutoff=0.6)
+                hint = f' (did you mean "${close[0]}"?)' if close else ""
+                self.error(where, f'unknown variable "${variable}"{hint}')
+            if not unknown:
+                out.append((name.lower(), value))
+        return tuple(out) if len(out) == len(v) else None
+
+    def security(self, path: KeyPath, v: Any) -> SecuritySettings | Literal[False] | None:
+        """``[headers] security``: ``False`` (off), ``True`` (the defaults) or a table."""
+        if isinstance(v, bool):
+            return SecuritySettings() if v else False
+        if not isinstance(v, dict):
+            raise ValueError(f"expected true, false or a table ([headers.security]), got {_type_name(v)}")
+        self.table(path, v, [k.name for k in SECURITY_KEYS])
+        s = self.settings(path, v, SECURITY_KEYS)
+        if None in s.values():
+            return None
+        return SecuritySettings(**s)
+
+    def cors(self, path: KeyPath, v: Any) -> CorsSettings | None:
+        """``[cors]``, or a route's own ``cors`` table."""
+        t = self.table(path, v, [k.name for k in CORS_KEYS])
+        if t is None:
+            return None
+        s = self.settings(path, t, CORS_KEYS)
+        if any(s[k.name] is None for k in CORS_KEYS if k.default is not None or k.name in t):
+            return None
+        if s["credentials"] and s["origins"] == ("*",):
+            self.error(
+                path + ("credentials",),
+                'credentials with origins = ["*"] would let every site read responses with its visitors\' '
+                "cookies: list the origins",
+            )
+            return None
+        return CorsSettings(**s)
+
+    def origins(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+        if not isinstance(v, list):
+            raise ValueError(f'expected an array of origins such as ["https://app.example.com"], got {_type_name(v)}')
+        if not v:
+            raise ValueError('needs at least one origin (["*"] allows any)')
+        out: list[str] = []
+        for i, origin in enumerate(v):
+            try:
+                if origin == "*" and len(v) > 1:
+                    raise ValueError('"*" allows every origin: it stands alone')
+                out.append(_origin(origin))
+            except ValueError as e:
+                self.error(path + (i,), str(e))
+        return tuple(out) if len(out) == len(v) else None
+
+    def cors_methods(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+        if not isinstance(v, list):
+            raise ValueError(f'expected an array of methods such as ["GET", "POST"], got {_type_name(v)}')
+        if not v:
+            raise ValueError("needs at least one method")
+        out: list[str] = []
+        for i, item in enumerate(v):
+            if not isinstance(item, str) or not _TOKEN.fullmatch(item):
+                self.error(path + (i,), f'expected a method such as "GET", got {_show(item)}')
+            elif item != item.upper():
+                self.error(path + (i,), f'methods are case-sensitive: write "{item.upper()}"')
+            else:
+                out.append(item)
+        return tuple(out) if len(out) == len(v) else None
+
     def split(self, path: KeyPath, v: Any) -> tuple[SplitShare, ...] | None:
         if not isinstance(v, list):
             raise ValueError(f"expected an array of {{ upstream, weight }} tables, got {_type_name(v)}")
@@ -811,6 +1201,12 @@ class _Checker:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Fields that carry a message's framing or a connection's state: no header rule may name them.
+_FRAMING_FIELDS = frozenset(
+    ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length")
+)
+_ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)(?::(\d{1,5}))?")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _MAX_SPLIT_WEIGHT = 10000
 _HOST = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
@@ -838,6 +1234,65 @@ def _host(text: Any) -> str:
             "for its subdomains"
         )
     return host
+
+
+def _framing_message(name: str) -> str:
+    return (
+        f"{_show(name)} cannot be named here: it carries the message's framing or the connection's state, "
+        "which the proxy manages"
+    )
+
+
+def _field_value(value: str) -> str:
+    """``value`` if it can be sent as a header field value as written:
+    visible ASCII, spaces and tabs, without space at either end."""
+    bad = re.search(r"[^\x20-\x7e\t]", value)
+    if bad and ord(bad.group()) > 0x7F:
+        raise ValueError(f'the value has the non-ASCII character "{bad.group()}": header values here are ASCII')
+    if bad:
+        raise ValueError(
+            f"the value has a control character (U+{ord(bad.group()):04X}): "
+            "header values are visible ASCII characters, spaces and tabs"
+        )
+    if value != value.strip(" \t"):
+        raise ValueError("the value starts or ends with white space, which HTTP does not keep in a field value")
+    return value
+
+
+def _origin(text: Any) -> str:
+    """An entry of CORS ``origins``: ``"*"``, or an origin exactly as a
+    browser sends it in ``Origin`` (RFC 6454 §6.2)."""
+    if not isinstance(text, str):
+        raise ValueError(f'expected an origin such as "https://app.example.com", got {_type_name(text)}')
+    if text == "*":
+        return text
+    if text == "null":
+        raise ValueError('"null" is the origin of sandboxed documents and local files, which any page can make')
+    scheme, sep, rest = text.partition("://")
+    authority, slash, _ = rest.partition("/")
+    if sep and slash:
+        bare = _show(f"{scheme}://{authority}")
+        if rest == authority + "/":
+            raise ValueError(f'{_show(text)} ends with "/": browsers send origins without it (write {bare})')
+        raise ValueError(f"{_show(text)} has a path: an origin is only scheme://host[:port] (write {bare})")
+    if "*" in text:
+        raise ValueError(f'{_show(text)}: origins are compared exactly; list each one, or use "*" alone for any')
+    m = _ORIGIN.fullmatch(text.lower())
+    if not sep or not m:
+        raise ValueError(
+            f'{_show(text)} is not an origin: expected "scheme://host[:port]", such as "https://app.example.com"'
+        )
+    if text != text.lower():
+        raise ValueError(
+            f"origins are compared exactly, and browsers send them in lower case: write {_show(text.lower())}"
+        )
+    port = m.group(3)
+    if port is not None and not 0 < int(port) <= 65535:
+        raise ValueError(f"{_show(text)}: port {port} is out of range")
+    if port is not None and _DEFAULT_PORTS.get(m.group(1)) == port:
+        bare = text.rsplit(":", 1)[0]
+        raise ValueError(f"browsers leave the default port out of an origin: write {_show(bare)}")
+    return text
 
 
 def _route_path(path: str, *, prefix: bool) -> str:
@@ -1002,7 +1457,7 @@ def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSett
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             c.error(where, f'unknown upstream "{pool}"{hint}')
 
-    for key in ("strip_prefix", "rewrite", "upstream_host"):
+    for key in ("strip_prefix", "rewrite", "upstream_host", "request_headers"):
         if actions and not forwards and key in t and t[key] is not False:
             c.error(here + (key,), f'"{key}" needs "upstream" or "split"', at_key=True)
     for key in ("sticky_cookie", "sticky_header"):
@@ -1043,6 +1498,9 @@ def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSett
         upstream_host=s["upstream_host"],
         sticky_cookie=s["sticky_cookie"],
         sticky_header=s["sticky_header"],
+        request_headers=s["request_headers"],
+        response_headers=s["response_headers"],
+        cors=s["cors"],
     )
 
 
@@ -1117,6 +1575,9 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         names.setdefault(route.name, i)
         routes.append(route)
 
+    headers = _headers(raw.get("headers", {}), c)
+    cors = c.cors(("cors",), raw["cors"]) if "cors" in raw else None
+
     plugins = _plugins(raw.get("plugins", {}), c, path)
 
     if c.issues:
@@ -1128,4 +1589,15 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         routes=tuple(routes),
         plugins=plugins,
         positions=positions,
+        headers=headers,
+        cors=cors,
     )
+
+
+def _headers(raw: Any, c: _Checker) -> HeadersSettings:
+    """``[headers]``; the defaults where it has errors (they are reported)."""
+    t = c.table(("headers",), raw, [k.name for k in HEADERS_KEYS]) or {}
+    s = c.settings(("headers",), t, HEADERS_KEYS)
+    if None in s.values():
+        return HeadersSettings()
+    return HeadersSettings(hide=s["hide"], security=s["security"] or None, request=s["request"], response=s["response"])

@@ -128,13 +128,36 @@ def rproxy_route(request: Request, ctx: dict[str, Any]) -> Route | None:
 
     When: after the request filters and the cache key.
 
-    Result: a :class:`rproxy.Route` (a pool name, and optionally a new path or
-    ``Host``) decides; ``None`` leaves the decision to the next plugin. The
-    chosen pool is visible to later hooks as ``request.upstream_pool``.
+    Result: a :class:`rproxy.Route` (a pool name, and optionally a new path,
+    ``Host`` or a route name for later hooks and header rules) decides;
+    ``None`` leaves the decision to the next plugin. The chosen pool is
+    visible to later hooks as ``request.upstream_pool``.
 
     Default: the ``[[routes]]`` of the configuration, first match wins; no
     match is a 404. A hook that raises, or returns an unknown pool, fails
     the request with 500.
+
+    Thread: the engine thread (``def``) or the asyncio loop thread (``async def``).
+    """
+
+
+@hookspec(firstresult=True)
+def rproxy_access(request: Request, ctx: dict[str, Any]) -> Response | None:
+    """Let a routed request through, or refuse it: authentication, address
+    lists, CORS preflights — policy that depends on the route.
+
+    When: after routing decided, for every routed request (those a route
+    answers itself with ``respond`` or ``redirect`` included), before the
+    server is chosen. ``request.route_name`` names the route (``""`` when a
+    hook chose one without naming it) and ``request.upstream_pool`` the
+    pool, if any.
+
+    Result: a :class:`rproxy.Response` is sent to the client at once (the
+    request never reaches an upstream); ``None`` lets the next plugin decide.
+
+    Default: the built-ins ``headers`` (CORS preflights) and ``auth``, per
+    the configuration; otherwise the request goes on. A hook that raises
+    fails the request with 500 (it is not let through).
 
     Thread: the engine thread (``def``) or the asyncio loop thread (``async def``).
     """

@@ -39,6 +39,7 @@ PHASES = (
     "rproxy_request_filter",
     "rproxy_cache_key",
     "rproxy_route",
+    "rproxy_access",
     "rproxy_select_upstream",
     "rproxy_upstream_request",
     "rproxy_upstream_response",
@@ -48,19 +49,24 @@ PHASES = (
 )
 
 #: Phases whose failing hook fails the request unless its plugin says ``on_error = "continue"``.
-FAILS_CLOSED = frozenset({"rproxy_request_filter", "rproxy_route", "rproxy_select_upstream", "rproxy_upstream_request"})
+FAILS_CLOSED = frozenset(
+    {"rproxy_request_filter", "rproxy_route", "rproxy_access", "rproxy_select_upstream", "rproxy_upstream_request"}
+)
 
 
 @dataclass(frozen=True)
 class Route:
     """What ``rproxy_route`` returns: forward to the pool ``upstream``
     (optionally with a new ``path`` — path and query — or ``Host``), or
-    answer with ``respond``."""
+    answer with ``respond``. ``name`` names the route for later hooks
+    (``request.route_name``) and header rules (``$route``); the name of a
+    configured route also applies that route's header rules and CORS."""
 
     upstream: str | None = None
     path: str | None = None
     host: str | None = None
     respond: Response | None = None
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if (self.upstream is None) == (self.respond is None):
@@ -209,8 +215,8 @@ class Runtime:
     def error_info(self, kind: str, source: str, status: int, message: str) -> ErrorInfo:
         return ErrorInfo(kind, source, status, message)
 
-    def route_for(self, pool: str | None) -> Route | None:
-        return Route(upstream=pool) if pool is not None else None
+    def route_for(self, pool: str | None, name: str | None = None) -> Route | None:
+        return Route(upstream=pool, name=name) if pool is not None else None
 
     # -- async hooks ----------------------------------------------------
 

@@ -139,9 +139,13 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _builtin_plugins() -> list[tuple[str, Any]]:
-    from rproxy.builtins import router
+    """The built-ins, in registration order. Among hooks with the same
+    marker pluggy calls the most recently registered first, so a built-in
+    listed earlier runs later: ``headers`` answers CORS preflights in
+    ``rproxy_access`` before any access check registered before it."""
+    from rproxy.builtins import headers, router
 
-    return [("router", router)]
+    return [("headers", headers), ("router", router)]
 
 
 def load_plugins(config: Config, extra: Sequence[tuple[str, Any]] = (), *, configure: bool = True) -> LoadedPlugins:

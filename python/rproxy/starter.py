@@ -10,12 +10,16 @@ from typing import Any
 import tomli_w
 
 from rproxy.config import (
+    CORS_KEYS,
+    HEADERS_KEYS,
     PLUGIN_TABLE_KEYS,
     PLUGINS_KEYS,
     REDIRECT_KEYS,
     REQUIRED,
     RESPOND_KEYS,
     ROUTE_KEYS,
+    RULE_KEYS,
+    SECURITY_KEYS,
     SERVER_KEYS,
     SPLIT_KEYS,
     UPSTREAM_KEYS,
@@ -30,6 +34,8 @@ def _value(value: Any) -> str:
     tables are kept inline so the starter reads like hand-written TOML)."""
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict) and not value:
+        return "{}"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + " }"
     return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
@@ -87,6 +93,12 @@ def render_starter() -> str:
         _line("path_prefix", "/"),
         _line("upstream", "app"),
         "",
+        "# Header policy (docs/headers.md): fields hidden from responses, security",
+        "# headers, and rules that change requests and responses. CORS is off",
+        "# unless there is a [cors] table.",
+        "[headers]",
+        *_keys(HEADERS_KEYS, {}),
+        "",
     ]
     return "\n".join(lines)
 
@@ -138,6 +150,38 @@ def render_reference() -> str:
         *_table("split", "Each inline table of a route's `split` array.", SPLIT_KEYS),
         *_table("redirect", "The inline table of a route that answers with a redirect.", REDIRECT_KEYS),
         *_table("respond", "The inline table of a route that answers by itself.", RESPOND_KEYS),
+        *_table(
+            "[headers]",
+            "The header policy of every request and response ([headers.md](headers.md)): response fields "
+            "hidden from clients, the security header preset, and the global rule sets. Pools and routes "
+            "have rule sets of their own (`request_headers`, `response_headers`); rule sets apply in the "
+            "order global, pool, route.",
+            HEADERS_KEYS,
+        ),
+        *_table(
+            "[headers.request]",
+            "A rule set: this table, `[headers.response]`, and the `request_headers` and `response_headers` "
+            "of pools and routes. `remove` runs first, then `set`, then `add`, each in the order written. "
+            "Field names are case-insensitive; `connection`, `keep-alive`, `proxy-connection`, "
+            "`transfer-encoding`, `te`, `trailer`, `upgrade` and `content-length` cannot be named, and "
+            "`host` cannot be removed. Values are sent as written (visible ASCII, spaces and tabs, no "
+            "space at either end), with `$name` or `${name}` replaced by a variable: `$client_ip`, "
+            "`$remote_addr`, `$host`, `$scheme`, `$method`, `$path`, `$query`, `$request_uri`, `$route`, "
+            "`$upstream`, `$upstream_addr`, `$request_id` (`$$` is a `$`).",
+            RULE_KEYS,
+        ),
+        *_table(
+            "[headers.security]",
+            "The security header preset, on when this table is present or `[headers] security = true`. "
+            'Each field is added only when the response has none; `""` leaves it out.',
+            SECURITY_KEYS,
+        ),
+        *_table(
+            "[cors]",
+            "CORS for every route that does not set `cors` itself; a route's `cors` is `false` (none) or a "
+            "table with these keys. Preflights are answered by the proxy.",
+            CORS_KEYS,
+        ),
         *_table(
             "[plugins]",
             "Where plugins come from. Built-ins load first, then installed distributions (entry-point "

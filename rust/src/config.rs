@@ -28,10 +28,151 @@ pub struct EngineConfig {
     /// `router`; the others' Python reference implementations run as hooks.
     #[serde(default = "all_natives")]
     pub natives: Vec<String>,
+    /// `[headers]`: global header rules, hidden fields, security preset.
+    #[serde(default)]
+    pub headers: HeadersConfig,
+    /// `[cors]`: CORS for every route that does not say otherwise.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// `[auth.NAME]`: credential policies routes refer to by name.
+    #[serde(default)]
+    pub auth: BTreeMap<String, AuthConfig>,
+}
+
+/// One `[auth.NAME]` policy (docs/auth.md), files already read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum AuthConfig {
+    /// API keys in a header field or query parameter.
+    ApiKey {
+        /// The field carrying the key (lower-case), or `None` with `query`.
+        header: Option<String>,
+        /// The query parameter carrying the key.
+        query: Option<String>,
+        /// Holder names and the hex SHA-256 digests of their keys.
+        keys: Vec<(String, String)>,
+        /// The realm in the challenge.
+        realm: String,
+        /// Send the key's header field upstream.
+        forward_credentials: bool,
+    },
+    /// HTTP Basic against htpasswd entries.
+    Basic {
+        /// User names and their hashes.
+        users: Vec<(String, String)>,
+        /// The realm in the challenge.
+        realm: String,
+        /// Send `Authorization` upstream.
+        forward_credentials: bool,
+    },
+    /// JWT bearer tokens.
+    Jwt {
+        /// Accepted `alg` values.
+        algorithms: Vec<String>,
+        /// Verification keys as JWKs (RFC 7517), PEM keys converted.
+        keys: Vec<serde_json::Value>,
+        /// Required `iss`.
+        issuer: Option<String>,
+        /// Accepted `aud` values (empty: not checked).
+        audience: Vec<String>,
+        /// Allowed clock skew, in seconds.
+        leeway: f64,
+        /// The realm in the challenge.
+        realm: String,
+        /// Send `Authorization` upstream.
+        forward_credentials: bool,
+    },
+    /// A subrequest to an auth service.
+    Forward {
+        /// The auth service's pool.
+        upstream: String,
+        /// The path asked.
+        path: String,
+        /// Request fields passed on (lower-case).
+        send_headers: Vec<String>,
+        /// Answer fields copied onto the upstream request (lower-case).
+        copy_headers: Vec<String>,
+        /// How long a decision is remembered (0: not at all).
+        #[serde(with = "millis")]
+        cache: Duration,
+        /// Send `Authorization` upstream.
+        forward_credentials: bool,
+    },
 }
 
 fn all_natives() -> Vec<String> {
-    vec!["router".to_owned()]
+    vec!["router".to_owned(), "headers".to_owned(), "auth".to_owned()]
+}
+
+/// `[headers]` (docs/headers.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Response fields removed before the client sees them (lower-case).
+    pub hide: Vec<String>,
+    /// The security-header preset, when on.
+    pub security: Option<SecurityConfig>,
+    /// Rules for every request sent upstream.
+    pub request: RulesConfig,
+    /// Rules for every response sent to the client.
+    pub response: RulesConfig,
+}
+
+/// A rule set: remove, then set, then add.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Field names to remove (lower-case).
+    pub remove: Vec<String>,
+    /// Fields to replace: name and value template.
+    pub set: Vec<(String, String)>,
+    /// Fields to append: name and value template.
+    pub add: Vec<(String, String)>,
+}
+
+/// The security-header preset; an empty value leaves that field out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `Strict-Transport-Security`, sent over TLS only.
+    pub hsts: String,
+    /// `X-Content-Type-Options`.
+    pub content_type_options: String,
+    /// `X-Frame-Options` (`DENY` or `SAMEORIGIN`).
+    pub frame_options: String,
+    /// `Referrer-Policy`.
+    pub referrer_policy: String,
+    /// `Content-Security-Policy`.
+    pub csp: String,
+}
+
+/// CORS for a route (docs/headers.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins, or `["*"]`.
+    pub origins: Vec<String>,
+    /// Methods a preflight allows.
+    pub methods: Vec<String>,
+    /// Request fields a preflight allows, or `["*"]` for whatever it asks.
+    pub headers: Vec<String>,
+    /// Response fields exposed to scripts.
+    pub expose: Vec<String>,
+    /// Whether credentials are allowed.
+    pub credentials: bool,
+    /// How long a preflight may be cached, in seconds.
+    pub max_age: Option<u64>,
+}
+
+/// A route's CORS setting: `false` turns CORS off, a table replaces the
+/// global one, `null` (absent) inherits it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RouteCors {
+    /// `false`.
+    Off(bool),
+    /// The route's own.
+    Own(CorsConfig),
 }
 
 /// `[server]`: listeners, downstream timeouts and limits.
@@ -110,6 +251,12 @@ pub struct UpstreamConfig {
     /// Requests sent over one upstream connection before it is closed.
     #[serde(default = "thousand")]
     pub keepalive_requests: u32,
+    /// Header rules for requests sent to this pool.
+    #[serde(default)]
+    pub request_headers: RulesConfig,
+    /// Header rules for responses that came from this pool.
+    #[serde(default)]
+    pub response_headers: RulesConfig,
 }
 
 /// One `[[routes]]` entry (see docs/routing.md for what each key means).
@@ -150,6 +297,20 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     /// Or answer directly.
     pub respond: Option<RespondConfig>,
+    /// Header rules for requests this route forwards.
+    pub request_headers: RulesConfig,
+    /// Header rules for this route's responses.
+    pub response_headers: RulesConfig,
+    /// This route's CORS: inherited when absent.
+    pub cors: Option<RouteCors>,
+    /// Credential policies, any one of which lets a request through.
+    pub auth: Vec<String>,
+    /// Client networks let through (empty: all).
+    #[serde(deserialize_with = "cidrs")]
+    pub allow: Vec<crate::net::Cidr>,
+    /// Client networks refused (checked first).
+    #[serde(deserialize_with = "cidrs")]
+    pub deny: Vec<crate::net::Cidr>,
 }
 
 /// A condition on a header field or query parameter.
@@ -279,7 +440,7 @@ mod tests {
         assert_eq!(cfg.routes[0].upstream.as_deref(), Some("app"));
         assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/"));
         assert!(cfg.routes[0].hosts.is_empty());
-        assert_eq!(cfg.natives, ["router"]);
+        assert_eq!(cfg.natives, ["router", "headers", "auth"]);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::{Error, Result};
+use crate::request_id::RequestId;
 use crate::server::ConnInfo;
 
 /// A future returned by a [`Hooks`] method.
@@ -36,6 +37,8 @@ pub enum Phase {
     CacheKey,
     /// `rproxy_route`: which pool serves the request.
     Route,
+    /// `rproxy_access`: may refuse a routed request (auth, CORS preflight).
+    Access,
     /// `rproxy_select_upstream`: which server of the pool.
     SelectUpstream,
     /// `rproxy_upstream_request`: change the outbound request.
@@ -52,10 +55,11 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in request order.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::RequestFilter,
         Phase::CacheKey,
         Phase::Route,
+        Phase::Access,
         Phase::SelectUpstream,
         Phase::UpstreamRequest,
         Phase::UpstreamResponse,
@@ -70,6 +74,7 @@ impl Phase {
             Phase::RequestFilter => "rproxy_request_filter",
             Phase::CacheKey => "rproxy_cache_key",
             Phase::Route => "rproxy_route",
+            Phase::Access => "rproxy_access",
             Phase::SelectUpstream => "rproxy_select_upstream",
             Phase::UpstreamRequest => "rproxy_upstream_request",
             Phase::UpstreamResponse => "rproxy_upstream_response",
@@ -89,7 +94,11 @@ impl Phase {
     pub fn fails_closed(self) -> bool {
         matches!(
             self,
-            Phase::RequestFilter | Phase::Route | Phase::SelectUpstream | Phase::UpstreamRequest
+            Phase::RequestFilter
+                | Phase::Route
+                | Phase::Access
+                | Phase::SelectUpstream
+                | Phase::UpstreamRequest
         )
     }
 }
@@ -112,6 +121,15 @@ pub struct Exchange {
     pub parts: request::Parts,
     /// The client connection.
     pub conn: Arc<ConnInfo>,
+    /// This request's id (`request.id`, `$request_id`).
+    pub id: RequestId,
+    /// The route chosen: its name, and its index in the configured routes
+    /// when it is one of them.
+    pub route: Option<RouteRef>,
+    /// Who the `auth` built-in authenticated the request as.
+    pub auth: Option<crate::policy::AuthInfo>,
+    /// `auth` is new since hooks last saw the request (it goes into `ctx`).
+    pub auth_unseen: bool,
     /// The pool chosen by routing.
     pub pool: Option<String>,
     /// The path and `Host` a route hook rewrote the request to, if any.
@@ -138,6 +156,10 @@ impl Exchange {
         Exchange {
             parts,
             conn,
+            id: RequestId::next(),
+            route: None,
+            auth: None,
+            auth_unseen: false,
             pool: None,
             rewrite: (None, None),
             upstream: None,
@@ -151,10 +173,21 @@ impl Exchange {
     }
 }
 
+/// The route a request took.
+#[derive(Debug, Clone)]
+pub struct RouteRef {
+    /// Its name (`$route`, `request.route_name`).
+    pub name: Arc<str>,
+    /// Its index in the configured `[[routes]]`, when it is one of them.
+    pub index: Option<usize>,
+}
+
 /// What a route hook decided.
 pub enum RouteDecision {
     /// Forward to `pool`, optionally with a new path and `Host`.
     Forward {
+        /// The route's name, if it has one.
+        name: Option<String>,
         /// The pool's name.
         pool: String,
         /// A new request target (path and query).
@@ -163,7 +196,12 @@ pub enum RouteDecision {
         host: Option<String>,
     },
     /// Answer with this response.
-    Respond(Response<ProxyBody>),
+    Respond {
+        /// The route's name, if it has one.
+        name: Option<String>,
+        /// The response.
+        response: Response<ProxyBody>,
+    },
 }
 
 /// The request as it will be sent upstream, for `rproxy_upstream_request`.
@@ -231,6 +269,15 @@ pub trait Hooks: Send + Sync {
     /// Whether `phase` has any step.
     fn has(&self, phase: Phase) -> bool;
 
+    /// Whether segment `seg` of `phase` has any step. The engine's native
+    /// built-ins split a phase's steps into segments: segment `k` runs
+    /// after the phase's `k`-th native step (see [`crate::policy`]), so
+    /// each step runs where pluggy would call it. By default every step
+    /// runs before the natives.
+    fn has_at(&self, phase: Phase, seg: usize) -> bool {
+        seg == 0 && self.has(phase)
+    }
+
     /// `rproxy_request_filter`: a response to send at once, or `None`.
     fn request_filter<'a>(
         &'a self,
@@ -243,6 +290,14 @@ pub trait Hooks: Send + Sync {
     /// `rproxy_route`: a decision, or `None` for the configured routes.
     fn route<'a>(&'a self, ex: &'a mut Exchange) -> HookFuture<'a, Result<Option<RouteDecision>>>;
 
+    /// `rproxy_access` (segment `seg`): a response refusing the routed
+    /// request, or `None` to let it through.
+    fn access<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        seg: usize,
+    ) -> HookFuture<'a, Result<Option<Response<ProxyBody>>>>;
+
     /// `rproxy_select_upstream`: one of `candidates` to try first, or `None`.
     fn select_upstream<'a>(
         &'a self,
@@ -250,11 +305,12 @@ pub trait Hooks: Send + Sync {
         candidates: &'a [SocketAddr],
     ) -> HookFuture<'a, Result<Option<SocketAddr>>>;
 
-    /// `rproxy_upstream_request`: change `out` in place.
+    /// `rproxy_upstream_request` (segment `seg`): change `out` in place.
     fn upstream_request<'a>(
         &'a self,
         ex: &'a mut Exchange,
         out: &'a mut Outbound,
+        seg: usize,
     ) -> HookFuture<'a, Result<()>>;
 
     /// `rproxy_upstream_response`: change the upstream's status and fields.
@@ -265,12 +321,14 @@ pub trait Hooks: Send + Sync {
         headers: &'a mut HeaderMap,
     ) -> HookFuture<'a, Result<()>>;
 
-    /// `rproxy_response`: change the status and fields sent to the client.
+    /// `rproxy_response` (segment `seg`): change the status and fields
+    /// sent to the client.
     fn response<'a>(
         &'a self,
         ex: &'a mut Exchange,
         status: &'a mut StatusCode,
         headers: &'a mut HeaderMap,
+        seg: usize,
     ) -> HookFuture<'a, Result<()>>;
 
     /// `rproxy_error`: a response for `err`, or `None` for the default page.

@@ -25,7 +25,11 @@ use crate::error::{Error, ErrorKind, ErrorSource, Result};
 use crate::h1::encode;
 use crate::h1::parse::{ResponseHead, valid_host};
 use crate::headers;
-use crate::hooks::{ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision};
+use crate::hooks::{
+    ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision, RouteRef,
+};
+use crate::policy::{AuthInfo, Caller, Facts, Policy, Target, native_order};
+use crate::request_id::RequestId;
 use crate::response;
 use crate::route::{Decision, RouteTable, Subject, normalize_path};
 use crate::server::ConnInfo;
@@ -42,6 +46,7 @@ pub struct CloseConnection;
 /// The compiled request path of one configuration.
 pub struct Proxy {
     routes: RouteTable,
+    policy: Policy,
     upstreams: Vec<Arc<Upstream>>,
     request_buffer_size: usize,
     hooks: Option<Arc<dyn Hooks>>,
@@ -71,10 +76,12 @@ impl Proxy {
         } else {
             RouteTable::default()
         };
+        let policy = Policy::compile(config, &pools)?;
         let mut upstreams: Vec<Arc<Upstream>> = pools.into_values().collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Proxy {
             routes,
+            policy,
             upstreams,
             request_buffer_size: s.request_buffer_size,
             hooks,
@@ -108,28 +115,68 @@ impl Proxy {
             return self.handle_with_hooks(hooks, req, conn).await;
         }
         let (parts, body) = req.into_parts();
-        let result = match self.choose(&parts, conn.scheme) {
-            Ok(Decision::Respond(local)) => Ok(local.to_response()),
-            Ok(Decision::Answer(resp)) => Ok(resp),
-            Ok(Decision::Forward {
+        let mut ex = Bare {
+            parts,
+            conn,
+            id: RequestId::next(),
+            route: None,
+            pool: None,
+            upstream: None,
+            auth: None,
+        };
+        let mut resp = self
+            .process_bare(&mut ex, body)
+            .await
+            .unwrap_or_else(|err| {
+                log_error(&err, conn);
+                response::error(&err)
+            });
+        if self.policy.active(Phase::Response, 0) {
+            let status = resp.status();
+            self.policy
+                .response(0, &ex.facts(), status, resp.headers_mut());
+        }
+        resp
+    }
+
+    /// The request path without hooks: the native built-ins only.
+    async fn process_bare(
+        &self,
+        ex: &mut Bare<'_>,
+        body: RequestBody,
+    ) -> Result<Response<ProxyBody>> {
+        let (i, decision) = self.choose(&ex.parts, ex.conn.scheme)?;
+        ex.route = Some(RouteRef {
+            name: self.routes.name(i).clone(),
+            index: Some(i),
+        });
+        if let Decision::Forward { upstream, .. } = &decision {
+            ex.pool = Some((*upstream).clone());
+        }
+        for k in 0..native_order(Phase::Access).len() {
+            if self.policy.active(Phase::Access, k) {
+                if let Some(resp) = self.policy.access(k, ex).await {
+                    return Ok(resp);
+                }
+            }
+        }
+        match decision {
+            Decision::Respond(local) => Ok(local.to_response()),
+            Decision::Answer(resp) => Ok(resp),
+            Decision::Forward {
                 upstream,
                 path,
                 host,
-            }) => {
-                let mut ex = Bare { parts, conn };
-                self.forward(upstream, &mut ex, body, None, Rewrite { path, host })
+            } => {
+                self.forward(upstream, ex, body, None, Rewrite { path, host })
                     .await
             }
-            Err(e) => Err(e),
-        };
-        result.unwrap_or_else(|err| {
-            log_error(&err, conn);
-            response::error(&err)
-        })
+        }
     }
 
-    /// Checks that apply whatever the route, then the configured route.
-    fn choose(&self, parts: &request::Parts, scheme: &str) -> Result<Decision<'_>> {
+    /// Checks that apply whatever the route, then the configured route:
+    /// its index and decision.
+    fn choose(&self, parts: &request::Parts, scheme: &str) -> Result<(usize, Decision<'_>)> {
         check_request(parts)?;
         let subject = Subject::new(parts, scheme).map_err(bad_path)?;
         self.routes
@@ -163,12 +210,21 @@ impl Proxy {
                 resp
             }
         };
-        if hooks.has(Phase::Response) {
+        if hooks.has(Phase::Response) || self.policy.active(Phase::Response, 0) {
             let (mut head, body) = resp.into_parts();
-            // A failing response hook is logged and skipped by the plan.
-            let _ = hooks
-                .response(&mut ex, &mut head.status, &mut head.headers)
-                .await;
+            let natives = native_order(Phase::Response).len();
+            for k in 0..=natives {
+                if hooks.has_at(Phase::Response, k) {
+                    // A failing response hook is logged and skipped by the plan.
+                    let _ = hooks
+                        .response(&mut ex, &mut head.status, &mut head.headers, k)
+                        .await;
+                }
+                if k < natives && self.policy.active(Phase::Response, k) {
+                    self.policy
+                        .response(k, &ex.facts(), head.status, &mut head.headers);
+                }
+            }
             resp = Response::from_parts(head, body);
         }
         if !hooks.has(Phase::Log) {
@@ -215,31 +271,65 @@ impl Proxy {
         } else {
             None
         };
-        let (upstream, rewrite) = match decision {
-            Some(RouteDecision::Respond(resp)) => return Ok(resp),
-            Some(RouteDecision::Forward { pool, path, host }) => {
+        let action = match decision {
+            Some(RouteDecision::Respond { name, response }) => {
+                ex.route = Some(self.policy.route_named(name));
+                Err(response)
+            }
+            Some(RouteDecision::Forward {
+                name,
+                pool,
+                path,
+                host,
+            }) => {
                 let upstream = self.pool(&pool).cloned().ok_or_else(|| {
                     Error::new(ErrorKind::Plugin, "a route hook chose an unknown pool")
                 })?;
-                ex.rewrite = (path.clone(), host.clone());
-                (upstream, Rewrite { path, host })
+                ex.route = Some(self.policy.route_named(name));
+                Ok((upstream, Rewrite { path, host }))
             }
-            None => match self.choose(&ex.parts, ex.conn.scheme)? {
-                Decision::Respond(local) => return Ok(local.to_response()),
-                Decision::Answer(resp) => return Ok(resp),
-                Decision::Forward {
-                    upstream,
-                    path,
-                    host,
-                } => {
-                    ex.rewrite = (path.clone(), host.clone());
-                    (upstream.clone(), Rewrite { path, host })
+            None => {
+                let (i, decision) = self.choose(&ex.parts, ex.conn.scheme)?;
+                ex.route = Some(RouteRef {
+                    name: self.routes.name(i).clone(),
+                    index: Some(i),
+                });
+                match decision {
+                    Decision::Respond(local) => Err(local.to_response()),
+                    Decision::Answer(resp) => Err(resp),
+                    Decision::Forward {
+                        upstream,
+                        path,
+                        host,
+                    } => Ok((upstream.clone(), Rewrite { path, host })),
                 }
-            },
+            }
         };
-        ex.pool = Some(upstream.name.clone());
-        self.forward(&upstream, ex, body, Some(hooks), rewrite)
-            .await
+        if let Ok((upstream, rewrite)) = &action {
+            ex.rewrite = (rewrite.path.clone(), rewrite.host.clone());
+            ex.pool = Some(upstream.name.clone());
+        }
+        let natives = native_order(Phase::Access).len();
+        for k in 0..=natives {
+            if hooks.has_at(Phase::Access, k) {
+                if let Some(resp) = hooks.access(ex, k).await? {
+                    return Ok(resp);
+                }
+            }
+            if k < natives && self.policy.active(Phase::Access, k) {
+                if let Some(resp) = self.policy.access(k, ex).await {
+                    return Ok(resp);
+                }
+            }
+        }
+        match action {
+            // A local answer: a `respond` or `redirect` route.
+            Err(resp) => Ok(resp),
+            Ok((upstream, rewrite)) => {
+                self.forward(&upstream, ex, body, Some(hooks), rewrite)
+                    .await
+            }
+        }
     }
 
     async fn forward<X: InFlight>(
@@ -283,28 +373,40 @@ impl Proxy {
 
         let mut head = BytesMut::with_capacity(512);
         let hooked = hooks.filter(|h| h.has(Phase::UpstreamRequest));
-        match (hooked, ex.exchange()) {
-            (Some(hooks), Some(ex)) => {
+        let natives = native_order(Phase::UpstreamRequest).len();
+        match hooked {
+            Some(_) if ex.exchange().is_none() => unreachable!("hooks come with an exchange"),
+            _ if hooked.is_some() || self.policy.active(Phase::UpstreamRequest, 0) => {
                 let mut fields = HeaderMap::new();
                 headers::write_upstream_fields(
                     &mut fields,
-                    &ex.parts,
-                    &ex.conn,
+                    ex.parts(),
+                    ex.conn(),
                     upgrade,
                     rewrite.host.as_deref(),
                     &upstream.default_host,
                 );
                 let target = match rewrite.path {
                     Some(path) => path,
-                    None => origin_target(&ex.parts).to_owned(),
+                    None => origin_target(ex.parts()).to_owned(),
                 };
                 let mut outbound = Outbound {
                     method: method.clone(),
                     target,
                     headers: fields,
                 };
-                ex.upstream = Some(upstream.servers[start].addr);
-                hooks.upstream_request(ex, &mut outbound).await?;
+                ex.set_upstream(upstream.servers[start].addr);
+                for k in 0..=natives {
+                    if let (Some(hooks), Some(exchange)) = (hooked, ex.exchange()) {
+                        if hooks.has_at(Phase::UpstreamRequest, k) {
+                            hooks.upstream_request(exchange, &mut outbound, k).await?;
+                        }
+                    }
+                    if k < natives && self.policy.active(Phase::UpstreamRequest, k) {
+                        self.policy
+                            .upstream_request(k, &ex.facts(), &mut outbound.headers);
+                    }
+                }
                 encode::write_request_line(&mut head, &outbound.method, &outbound.target);
                 encode::write_fields(&mut head, &outbound.headers);
             }
@@ -373,8 +475,8 @@ impl Proxy {
                     .await
                 {
                     Ok((mut resp, sent_all)) => {
+                        ex.set_upstream(server.addr);
                         if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
-                            ex.upstream = Some(server.addr);
                             ex.upstream_time = Some(sent_at.elapsed());
                             if hooks.has(Phase::UpstreamResponse)
                                 && resp.status != StatusCode::SWITCHING_PROTOCOLS
@@ -414,15 +516,21 @@ struct Rewrite {
 
 /// A request in flight: with hooks, the full [`Exchange`]; without, just
 /// its head and connection (nothing to allocate).
-trait InFlight: Send {
+trait InFlight: Target {
     fn parts(&self) -> &request::Parts;
     fn conn(&self) -> &ConnInfo;
     fn exchange(&mut self) -> Option<&mut Exchange>;
+    fn set_upstream(&mut self, addr: SocketAddr);
 }
 
 struct Bare<'a> {
     parts: request::Parts,
     conn: &'a Arc<ConnInfo>,
+    id: RequestId,
+    route: Option<RouteRef>,
+    pool: Option<Arc<Upstream>>,
+    upstream: Option<SocketAddr>,
+    auth: Option<AuthInfo>,
 }
 
 impl InFlight for Bare<'_> {
@@ -435,6 +543,32 @@ impl InFlight for Bare<'_> {
     fn exchange(&mut self) -> Option<&mut Exchange> {
         None
     }
+    fn set_upstream(&mut self, addr: SocketAddr) {
+        self.upstream = Some(addr);
+    }
+}
+
+impl Target for Bare<'_> {
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            parts: &self.parts,
+            conn: self.conn,
+            route: self.route.as_ref(),
+            pool: self.pool.as_ref().map(|u| u.name.as_str()),
+            upstream: self.upstream,
+            id: self.id,
+            auth: self.auth.as_ref(),
+        }
+    }
+    fn caller(&mut self) -> Caller<'_> {
+        Caller {
+            parts: &mut self.parts,
+            conn: self.conn,
+            route: self.route.as_ref().and_then(|r| r.index),
+            auth: &mut self.auth,
+            fresh: None,
+        }
+    }
 }
 
 impl InFlight for Exchange {
@@ -446,6 +580,32 @@ impl InFlight for Exchange {
     }
     fn exchange(&mut self) -> Option<&mut Exchange> {
         Some(self)
+    }
+    fn set_upstream(&mut self, addr: SocketAddr) {
+        self.upstream = Some(addr);
+    }
+}
+
+impl Target for Exchange {
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            parts: &self.parts,
+            conn: &self.conn,
+            route: self.route.as_ref(),
+            pool: self.pool.as_deref(),
+            upstream: self.upstream,
+            id: self.id,
+            auth: self.auth.as_ref(),
+        }
+    }
+    fn caller(&mut self) -> Caller<'_> {
+        Caller {
+            parts: &mut self.parts,
+            conn: &self.conn,
+            route: self.route.as_ref().and_then(|r| r.index),
+            auth: &mut self.auth,
+            fresh: Some(&mut self.auth_unseen),
+        }
     }
 }
 

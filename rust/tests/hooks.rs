@@ -100,10 +100,28 @@ impl Hooks for TestHooks {
             Ok(path(ex)
                 .strip_prefix("/b/")
                 .map(|rest| RouteDecision::Forward {
+                    name: Some("b-route".to_owned()),
                     pool: "b".to_owned(),
                     path: Some(format!("/from-b/{rest}")),
                     host: None,
                 }))
+        })
+    }
+
+    fn access<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        _: usize,
+    ) -> HookFuture<'a, Result<Option<Response<ProxyBody>>, Error>> {
+        Box::pin(async move {
+            // Routing ran first: the route is known here.
+            let route = ex.route.as_ref().map(|r| r.name.to_string());
+            if path(ex).ends_with("/private") && route.as_deref() == Some("b-route") {
+                let mut resp = Response::new(ProxyBody::full("no"));
+                *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                return Ok(Some(resp));
+            }
+            Ok(None)
         })
     }
 
@@ -119,6 +137,7 @@ impl Hooks for TestHooks {
         &'a self,
         ex: &'a mut Exchange,
         out: &'a mut Outbound,
+        _: usize,
     ) -> HookFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let chosen = ex.upstream.map(|a| a.to_string()).unwrap_or_default();
@@ -147,6 +166,7 @@ impl Hooks for TestHooks {
         _: &'a mut Exchange,
         status: &'a mut StatusCode,
         headers: &'a mut HeaderMap,
+        _: usize,
     ) -> HookFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             headers.insert("x-status-seen", HeaderValue::from(status.as_u16()));
@@ -230,6 +250,17 @@ async fn every_phase_runs_in_order() {
         "route rewrote: {resp}"
     );
 
+    let resp = get(addr, "/b/private").await;
+    assert!(
+        resp.starts_with("HTTP/1.1 401 Unauthorized\r\n") && resp.ends_with("no"),
+        "access refused the routed request: {resp}"
+    );
+    let resp = get(addr, "/private").await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200 OK\r\n"),
+        "another route: {resp}"
+    );
+
     let resp = get(addr, "/blocked").await;
     assert!(resp.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{resp}");
     assert!(
@@ -247,11 +278,21 @@ async fn every_phase_runs_in_order() {
         "the error hook answered: {resp}"
     );
 
-    let logged: Vec<_> = (0..4)
+    let logged: Vec<_> = (0..6)
         .map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("logged"))
         .collect();
     let paths: Vec<&str> = logged.iter().map(|l| l.0.as_str()).collect();
-    assert_eq!(paths, ["/x", "/b/item", "/blocked", "/fail"]);
+    assert_eq!(
+        paths,
+        [
+            "/x",
+            "/b/item",
+            "/b/private",
+            "/private",
+            "/blocked",
+            "/fail"
+        ]
+    );
     assert!(logged.iter().all(|l| l.3), "every body was sent to its end");
-    assert_eq!((logged[2].1, logged[2].2), (403, 7));
+    assert_eq!((logged[4].1, logged[4].2), (403, 7));
 }

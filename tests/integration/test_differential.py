@@ -63,7 +63,10 @@ def test_native_and_reference_built_ins_decide_alike(origins: dict[str, str], st
     assert not differ, f"{len(differ)} of {len(cases)} differ; first: {differ[0]}"
     # The corpus reaches every kind of decision.
     statuses = {o[1] for o in got_native}
-    assert {200, 301, 302, 400, 404, 405, 503} <= statuses, statuses
+    assert {200, 204, 301, 302, 400, 403, 404, 405, 503} <= statuses, statuses
+    fields = {h[0] for o in got_native for h in o[2]}
+    assert {"access-control-allow-origin", "x-frame-options", "x-trail", "x-vars"} <= fields, "headers.md at work"
+    assert "server" not in fields, "hidden"
     pools = {h[1] for o in got_native for h in o[2] if h[0] == "x-origin"}
     assert pools == set(corpus.POOLS)
 

@@ -82,7 +82,7 @@ def test_route_select_and_upstream_request(rproxy_engine: StartProxy) -> None:
         assert a2.requests[0].header("x-forwarded-host") is None
         assert a2.requests[0].target == "/a?q=1"
         assert seen["candidates"] == [a1.addr, a2.addr]
-        assert seen["route"] == rproxy.Route(upstream="app")
+        assert seen["route"] == rproxy.Route(upstream="app", name="routes[0]")
 
         resp = request(engine.addresses[0], "GET", "/b/item?x=2")
         assert resp.header("x-pool") == "b"

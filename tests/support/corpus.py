@@ -26,7 +26,9 @@ def echo(pool: str) -> Any:
         body = json.dumps(
             {"pool": pool, "method": req.method, "target": req.target, "headers": req.headers}, sort_keys=True
         ).encode()
-        headers = [("Content-Type", "application/json"), ("X-Origin", pool)]
+        headers = [("Content-Type", "application/json"), ("X-Origin", pool), ("Server", "origin/1.0")]
+        if pool == "c":
+            headers += [("X-Frame-Options", "SAMEORIGIN"), ("Vary", "Accept-Encoding")]
         return Reply(200, headers, b"" if req.method == "HEAD" else body, length=len(body))
 
     return handler
@@ -70,12 +72,34 @@ def routes() -> list[dict[str, Any]]:
     ]
 
 
+#: Every variable of header rules but ``$request_id``, which differs between two engines.
+_VARIABLES = (
+    "$client_ip|$remote_addr|$host|$scheme|$method|$path|$query|$request_uri|$route|$upstream|$upstream_addr|$$"
+)
+
+
 def config(origins: dict[str, str]) -> dict[str, Any]:
-    """The corpus configuration in front of ``origins`` (pool → address)."""
+    """The corpus configuration in front of ``origins`` (pool → address),
+    with a header policy (docs/headers.md) on top of the routes."""
+    table = routes()
+    by_path = {r.get("path") or r.get("path_prefix"): r for r in table if "host" not in r}
+    by_path["/healthz"]["response_headers"] = {"add": {"x-trail": "route $route"}}
+    by_path["/static/"].update(cors=False, request_headers={"remove": ["x-debug"], "set": {"host": "static.$host"}})
+    by_path["/canary/"]["cors"] = {"origins": ["*"], "headers": ["*"], "max_age": "90.5s"}
+    by_path["/sticky/"]["cors"] = {"origins": ["*"], "methods": ["GET", "PUT"], "expose": ["x-origin"]}
+    upstreams: dict[str, Any] = {name: {"servers": [addr]} for name, addr in origins.items()}
+    upstreams["b"]["request_headers"] = {"set": {"x-pool": "$upstream"}, "add": {"x-trail": "pool"}}
+    upstreams["b"]["response_headers"] = {"add": {"x-trail": "pool"}, "remove": ["x-origin-only"]}
     return {
         "server": {"listen": ["127.0.0.1:0"], "workers": 1, "shutdown_timeout": "2s"},
-        "upstreams": {name: {"servers": [addr]} for name, addr in origins.items()},
-        "routes": routes(),
+        "upstreams": upstreams,
+        "routes": table,
+        "headers": {
+            "security": {"frame_options": "SAMEORIGIN"},
+            "request": {"remove": ["via"], "set": {"x-vars": _VARIABLES}, "add": {"x-trail": "global"}},
+            "response": {"set": {"x-vars": _VARIABLES}, "add": {"x-trail": "global"}},
+        },
+        "cors": {"origins": ["https://app.example.com"], "headers": ["content-type"], "expose": ["x-a", "x-b"]},
         "plugins": {"dirs": []},
     }
 
@@ -117,8 +141,24 @@ _HEADER_SETS: tuple[tuple[tuple[str, str], ...], ...] = (
 )
 
 
+_CORS_HEADER_SETS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("Origin", "https://app.example.com"),),
+    (("Origin", "https://evil.example.com"),),
+    (("Origin", "https://app.example.com"), ("Access-Control-Request-Method", "PUT")),
+    (
+        ("Origin", "https://app.example.com"),
+        ("Access-Control-Request-Method", "PUT"),
+        ("Access-Control-Request-Headers", "content-type, x-a"),
+    ),
+    (("Origin", "https://evil.example.com"), ("Access-Control-Request-Method", "PUT"), ("X-Debug", "1")),
+    (("Access-Control-Request-Method", "PUT"),),
+)
+_CORS_PATHS = ("/", "/healthz", "/moved", "/static/x", "/canary/x", "/sticky/x", "/nope", "/%zz")
+
+
 def requests(n: int = 400, seed: int = 20261128) -> list[Case]:
-    """``n`` requests: every path once on a typical host, then random mixes."""
+    """``n`` requests: every path once on a typical host, then random mixes,
+    then every CORS case on a few paths."""
     rng = random.Random(seed)
     cases = [Case("GET", p, "www.example.net", ()) for p in _PATHS]
     while len(cases) < n:
@@ -128,4 +168,6 @@ def requests(n: int = 400, seed: int = 20261128) -> list[Case]:
             path += rng.choice(_QUERIES)
         host = rng.choice((*_HOSTS, "www.example.net"))
         cases.append(Case(method, path, host, rng.choice(_HEADER_SETS)))
+    for method in ("OPTIONS", "GET"):
+        cases += [Case(method, p, "www.example.net", h) for p in _CORS_PATHS for h in _CORS_HEADER_SETS]
     return cases

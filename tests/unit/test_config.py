@@ -133,10 +133,29 @@ servers = ["127.0.0.1:9000"]
 
 [upstreams.canary]
 servers = ["127.0.0.1:9001"]
+request_headers = { set = { "X-Pool" = "$upstream" } }
+response_headers = { remove = ["X-Internal"] }
+
+[headers]
+hide = ["Server"]
+security = { hsts = "", frame_options = "SAMEORIGIN" }
+
+[headers.request]
+remove = ["X-Debug", "x-trace"]
+set = { "X-Real-IP" = "$client_ip", "x-request-id" = "${request_id}" }
+add = { "Via" = "rproxy $$1" }
+
+[cors]
+origins = ["https://app.example.com", "http://localhost:3000"]
+headers = ["Content-Type"]
+credentials = true
+max_age = "10m30.9s"
 
 [[routes]]
 path_prefix = "/ok"
 respond = { status = 204, headers = { "X-A" = "1" } }
+response_headers = { add = { "Cache-Control" = "no-store" } }
+cors = false
 
 [[routes]]
 name = "users"
@@ -153,6 +172,7 @@ upstream_host = "internal.$host"
 [[routes]]
 host = "old.example.com"
 redirect = { status = 301, location = "https://new.example.com$request_uri" }
+cors = { origins = ["*"], methods = ["GET"], headers = ["*"], expose = ["X-Request-Id"] }
 
 [[routes]]
 path_prefix = "/"
@@ -167,16 +187,48 @@ dirs = []
     assert engine["server"]["max_connections"] == 501
     assert engine["server"]["client_header_timeout"] == 10_000
     assert engine["upstreams"]["app"]["connect_timeout"] == 2000
+    no_rules = {"remove": [], "set": [], "add": []}
+    assert engine["upstreams"]["app"]["request_headers"] == no_rules
+    assert engine["upstreams"]["app"]["response_headers"] == no_rules
+    assert engine["upstreams"]["canary"]["request_headers"] == {**no_rules, "set": [["x-pool", "$upstream"]]}
+    assert engine["upstreams"]["canary"]["response_headers"] == {**no_rules, "remove": ["x-internal"]}
+    assert engine["headers"] == {
+        "hide": ["server"],
+        "security": {
+            "hsts": "",
+            "content_type_options": "nosniff",
+            "frame_options": "SAMEORIGIN",
+            "referrer_policy": "strict-origin-when-cross-origin",
+            "csp": "",
+        },
+        "request": {
+            "remove": ["x-debug", "x-trace"],
+            "set": [["x-real-ip", "$client_ip"], ["x-request-id", "${request_id}"]],
+            "add": [["via", "rproxy $$1"]],
+        },
+        "response": no_rules,
+    }
+    assert engine["cors"] == {
+        "origins": ["https://app.example.com", "http://localhost:3000"],
+        "methods": ["GET", "HEAD", "POST"],
+        "headers": ["content-type"],
+        "expose": [],
+        "credentials": True,
+        "max_age": 630,
+    }
     nothing = {
         "hosts": [], "path": None, "path_prefix": None, "path_regex": None, "methods": [], "headers": [],
         "query": [], "upstream": None, "split": [], "sticky_cookie": None, "sticky_header": None,
         "strip_prefix": False, "rewrite": None, "upstream_host": None, "redirect": None, "respond": None,
+        "request_headers": no_rules, "response_headers": no_rules, "cors": None,
     }  # fmt: skip
     assert engine["routes"][0] == {
         **nothing,
         "name": "routes[0]",
         "path_prefix": "/ok",
         "respond": {"status": 204, "body": "", "headers": [["X-A", "1"]]},
+        "response_headers": {**no_rules, "add": [["cache-control", "no-store"]]},
+        "cors": False,
     }
     assert engine["routes"][1] == {
         **nothing,
@@ -201,6 +253,14 @@ dirs = []
         "name": "routes[2]",
         "hosts": ["old.example.com"],
         "redirect": {"status": 301, "location": "https://new.example.com$request_uri"},
+        "cors": {
+            "origins": ["*"],
+            "methods": ["GET"],
+            "headers": ["*"],
+            "expose": ["x-request-id"],
+            "credentials": False,
+            "max_age": None,
+        },
     }
     assert engine["routes"][3] == {
         **nothing,
@@ -209,8 +269,25 @@ dirs = []
         "upstream": "app",
         "strip_prefix": True,
     }
+    # Without [headers] and [cors], the defaults: hide the usual fields, nothing else.
+    plain = rproxy.loads("""
+[upstreams.app]
+servers = ["127.0.0.1:9000"]
+[[routes]]
+upstream = "app"
+[plugins]
+dirs = []
+""")
+    assert plain.engine_config()["headers"] == {
+        "hide": ["server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime", "x-generator"],
+        "security": None,
+        "request": no_rules,
+        "response": no_rules,
+    }
+    assert plain.engine_config()["cors"] is None
     # The engine accepts exactly this form.
     rproxy.Engine(cfg)
+    rproxy.Engine(plain)
 
 
 def test_unreadable_file() -> None:

@@ -91,6 +91,7 @@ def test_simulator_runs_every_phase_in_order() -> None:
         rproxy_request_filter=hook("filter"),
         rproxy_cache_key=hook("cache_key", "k"),
         rproxy_route=hook("route"),
+        rproxy_access=lambda request: calls.append(f"access {request.route_name}"),
         rproxy_select_upstream=lambda candidates: calls.append("select") or candidates[-1],
         rproxy_upstream_request=lambda request, upstream: calls.append(f"upstream_request {upstream} {request.path}"),
         rproxy_upstream_response=lambda response: calls.append(f"upstream_response {response.status}"),
@@ -104,6 +105,7 @@ def test_simulator_runs_every_phase_in_order() -> None:
         "filter",
         "cache_key",
         "route",
+        "access routes[0]",
         "select",
         "upstream_request 10.0.0.2:80 /x",
         "upstream_response 202",
@@ -111,7 +113,7 @@ def test_simulator_runs_every_phase_in_order() -> None:
         "log None",
     ]
     assert (result.response.status, result.upstream, result.cache_key) == (202, "10.0.0.2:80", "k")
-    assert result.route == rproxy.Route(upstream="app")
+    assert result.route == rproxy.Route(upstream="app", name="routes[0]")
     assert result.upstream_request is not None
     assert result.upstream_request.headers["x-forwarded-for"] == "127.0.0.1"
 

@@ -51,9 +51,9 @@ def test_load_order_and_disable(project: Path) -> None:
     write(project / "plugins", "a_first.py", "def rproxy_response(response): pass\n")
     write(project / "plugins", "_helper.py", "raise RuntimeError('helpers are not plugins')\n")
     loaded = load_plugins(rproxy.load(config_in(project)))
-    assert list(loaded.plugins) == ["router", "a_first", "b_second"]
+    assert list(loaded.plugins) == ["headers", "router", "a_first", "b_second"]
     assert loaded.plugins["a_first"].source == "plugins/a_first.py"
-    loaded = load_plugins(rproxy.load(config_in(project, {"disable": ["a_first", "router"]})))
+    loaded = load_plugins(rproxy.load(config_in(project, {"disable": ["a_first", "router", "headers"]})))
     assert list(loaded.plugins) == ["b_second"]
 
 
@@ -167,7 +167,7 @@ def test_entry_point_plugins_load_after_builtins(project: Path, monkeypatch: pyt
     (dist / "entry_points.txt").write_text("[rproxy]\nfrom_dist = ep_plugin\n")
     monkeypatch.syspath_prepend(str(site))
     loaded = load_plugins(rproxy.load(config_in(project)))
-    assert list(loaded.plugins)[:2] == ["router", "from_dist"]
+    assert list(loaded.plugins)[:3] == ["headers", "router", "from_dist"]
     assert loaded.plugins["from_dist"].source == "entry point ep-dist"
 
 
@@ -194,7 +194,8 @@ def test_plan_order_is_pluggys_call_order(project: Path) -> None:
         ("early", Ordered("early", log, tryfirst=True)),
         ("last_registered", Ordered("last_registered", log)),
     ]
-    loaded = load_plugins(rproxy.load(config_in(project)), extra=plugins)
+    # Without the built-in headers, whose rproxy_response needs a real request.
+    loaded = load_plugins(rproxy.load(config_in(project, {"disable": ["headers"]})), extra=plugins)
     plan = build_plan(loaded)
     loaded.pm.hook.rproxy_response(request=None, response=None, ctx={})
     assert [s.plugin for s in plan.steps["rproxy_response"]] == log
@@ -215,7 +216,7 @@ def test_wrappers_keep_pluggys_dispatch(project: Path) -> None:
     )
     plan = build_plan(load_plugins(rproxy.load(config_in(project))))
     (step,) = plan.steps["rproxy_response"]
-    assert step.dispatch and step.plugin == "wrap"
+    assert step.dispatch and step.plugin == "wrap+headers", "the built-in's reference runs in pluggy's dispatch"
 
 
 def test_hooks_command_prints_phases_in_call_order(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,7 +238,7 @@ def test_hooks_command_prints_phases_in_call_order(project: Path, capsys: pytest
     config_in(project)
     assert cli.main(["hooks", "proxy.toml"]) == 0
     out = capsys.readouterr().out
-    route = out.split("rproxy_route (first result wins)\n", 1)[1].split("rproxy_select_upstream", 1)[0]
+    route = out.split("rproxy_route (first result wins)\n", 1)[1].split("rproxy_access", 1)[0]
     assert [line.split()[1] for line in route.strip().splitlines()] == ["b", "a", "router"]
     assert "native router" in route
     assert "async, timeout 5s" in out.split("rproxy_log\n", 1)[1]

@@ -206,9 +206,10 @@ def _act(route: _Route, request: Request, host: str, path: str, match: re.Match[
         )
 
     if r.respond is not None:
-        return Route(respond=_engine.Response(r.respond.status, list(r.respond.headers), r.respond.body))
+        return Route(respond=_engine.Response(r.respond.status, list(r.respond.headers), r.respond.body), name=r.name)
     if r.redirect is not None and route.location is not None:
-        return Route(respond=_engine.Response(r.redirect.status, [("location", expand(route.location))], b""))
+        location = expand(route.location)
+        return Route(respond=_engine.Response(r.redirect.status, [("location", location)], b""), name=r.name)
 
     new_path = None
     if r.strip_prefix and r.path_prefix is not None:
@@ -219,7 +220,7 @@ def _act(route: _Route, request: Request, host: str, path: str, match: re.Match[
             new_path += _query_suffix(request)
     new_host = expand(route.upstream_host) if route.upstream_host is not None else None
     pool = r.upstream if r.upstream is not None else _split(route, request)
-    return Route(upstream=pool, path=new_path, host=new_host)
+    return Route(upstream=pool, path=new_path, host=new_host, name=r.name)
 
 
 def _rooted(path: str) -> str:

@@ -182,13 +182,14 @@ class Simulator:
         host: str = "test.local",
         client: str = "127.0.0.1:40000",
         upstream: Upstream | None = None,
+        scheme: str = "http",
     ) -> Simulated:
         """Send one request through the plan; ``upstream`` is a response (or a
         function of the outbound request) standing in for the upstream."""
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
         if host and not any(k.lower() == "host" for k, _ in pairs):
             pairs.insert(0, ("Host", host))
-        req = Request._for_testing(method, path, pairs, client, "http")
+        req = Request._for_testing(method, path, pairs, client, scheme)
         ctx: dict[str, Any] = {}
         result = Simulated(response=Response(200), ctx=ctx)
         answer = self.hook.rproxy_request_filter(request=req, ctx=ctx)
@@ -214,23 +215,41 @@ class Simulator:
         if route is None:
             result.error = ErrorInfo("NoRoute", "internal", 404, "no route matches")
             return None
-        if route.respond is not None:
+        pool = None
+        if route.respond is None:
+            pool = self.config.upstreams.get(route.upstream or "")
+            if pool is None:
+                result.error = ErrorInfo(
+                    "Plugin", "plugin", 500, f"a route hook chose an unknown pool {route.upstream!r}"
+                )
+                return None
+        req._set_routing_for_testing(route.name or "", route.upstream if pool else None)
+        refusal = self.hook.rproxy_access(request=req, ctx=ctx)
+        if refusal is not None:
+            return refusal  # type: ignore[no-any-return]
+        if route.respond is not None or pool is None:
             return route.respond
-        pool = self.config.upstreams.get(route.upstream or "")
-        if pool is None:
-            result.error = ErrorInfo("Plugin", "plugin", 500, f"a route hook chose an unknown pool {route.upstream!r}")
-            return None
         candidates = [str(s) for s in pool.servers]
         chosen = self.hook.rproxy_select_upstream(request=req, route=route, candidates=candidates, ctx=ctx)
         if chosen is not None and chosen not in candidates:
             result.error = ErrorInfo("Plugin", "plugin", 500, f"{chosen!r} is not a candidate")
             return None
         result.upstream = chosen or candidates[0]
-        target = route.path or (req.path + (f"?{req.query}" if req.query else ""))
-        headers = req.headers.items()
-        if route.host is not None:
-            headers = [(k, v) for k, v in headers if k != "host"] + [("host", route.host)]
-        outbound = Request._for_testing(req.method, target, headers, f"{req.client}:{req.client_port}", "http", True)
+        req._set_routing_for_testing(route.name or "", route.upstream, result.upstream)
+        outbound = Request._for_testing(
+            req.method,
+            req.uri,
+            req.headers.items(),
+            _address(req.remote_addr or "", req.client_port or 0),
+            req.scheme,
+            True,
+            outbound_target=route.path,
+            outbound_host=route.host,
+            route_name=route.name or "",
+            pool=route.upstream,
+            upstream=result.upstream,
+            request_id=req.id,
+        )
         self.hook.rproxy_upstream_request(request=outbound, upstream=result.upstream, ctx=ctx)
         result.upstream_request = outbound
         if upstream is None:
@@ -243,6 +262,10 @@ class Simulator:
             raise TypeError(f"the fake upstream must return rproxy.Response, not {type(response).__name__}")
         self.hook.rproxy_upstream_response(request=req, response=response, ctx=ctx)
         return response
+
+
+def _address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _error_page(status: int) -> Response:

@@ -26,6 +26,7 @@ use crate::hooks::{
     CacheKey, ErrorSummary, Exchange, HookFuture, Hooks, LogRecord, Outbound, Phase, RouteDecision,
     StepReport, StepStats,
 };
+use crate::policy::native_order;
 
 /// An argument a hook implementation can ask for, by name.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +64,9 @@ impl Arg {
 /// One plugin's implementation of one hook.
 struct Step {
     phase: Phase,
+    /// Its segment: how many of the phase's native steps run before it
+    /// (counted by position in [`native_order`]).
+    seg: usize,
     plugin: String,
     func: Py<PyAny>,
     args: Vec<Arg>,
@@ -152,11 +156,29 @@ impl PyHooks {
             let Ok(list) = steps.get_item(phase.hook_name()) else {
                 continue;
             };
+            let mut seg = 0;
             for step in list.try_iter()? {
                 let step = step?;
-                if step.getattr("native")?.is_truthy()? {
-                    // The engine's own implementation runs instead (the
-                    // built-in router is the fallback when no hook routes).
+                let native = step.getattr("native")?;
+                if native.is_truthy()? {
+                    // The engine's own implementation runs in its place:
+                    // the steps after it form the next segment.
+                    let name: String = native.extract()?;
+                    let order = native_order(phase);
+                    let Some(at) = order.iter().position(|n| *n == name) else {
+                        return Err(PyValueError::new_err(format!(
+                            "the engine has no native {name:?} step in {}",
+                            phase.hook_name()
+                        )));
+                    };
+                    if at < seg {
+                        return Err(PyValueError::new_err(format!(
+                            "native steps of {} out of the engine's order ({})",
+                            phase.hook_name(),
+                            order.join(", ")
+                        )));
+                    }
+                    seg = at + 1;
                     continue;
                 }
                 let args = step
@@ -167,6 +189,7 @@ impl PyHooks {
                     .collect::<PyResult<Vec<_>>>()?;
                 phases[phase as usize].push(Step {
                     phase,
+                    seg,
                     plugin: step.getattr("plugin")?.extract()?,
                     func: step.getattr("function")?.unbind(),
                     args,
@@ -188,19 +211,45 @@ impl PyHooks {
         &self.phases[phase as usize]
     }
 
+    /// The steps of segment `seg` of `phase` (steps are in segment order).
+    fn segment(&self, phase: Phase, seg: usize) -> &[Step] {
+        let steps = self.steps(phase);
+        let start = steps.partition_point(|s| s.seg < seg);
+        let end = steps.partition_point(|s| s.seg <= seg);
+        &steps[start..end]
+    }
+
     /// The request's Python objects, created on first use.
     fn state(&self, py: Python<'_>, ex: &mut Exchange) -> PyResult<State> {
-        if let Some(st) = ex.state.as_ref().and_then(|s| s.downcast_ref::<State>()) {
-            return Ok(st.clone_ref(py));
-        }
-        let st = State {
-            request: Py::new(py, PyRequest::empty())?,
-            response: Py::new(py, PyResponse::empty())?,
-            ctx: PyDict::new(py).into_any().unbind(),
+        let st = match ex.state.as_ref().and_then(|s| s.downcast_ref::<State>()) {
+            Some(st) => st.clone_ref(py),
+            None => {
+                let st = State {
+                    request: Py::new(py, PyRequest::empty())?,
+                    response: Py::new(py, PyResponse::empty())?,
+                    ctx: PyDict::new(py).into_any().unbind(),
+                };
+                let out = st.clone_ref(py);
+                ex.state = Some(Box::new(st));
+                out
+            }
         };
-        let out = st.clone_ref(py);
-        ex.state = Some(Box::new(st));
-        Ok(out)
+        if ex.auth_unseen {
+            // The auth built-in ran natively since hooks last ran.
+            ex.auth_unseen = false;
+            if let Some(a) = &ex.auth {
+                let info = PyDict::new(py);
+                info.set_item("policy", &*a.policy)?;
+                info.set_item("type", a.kind)?;
+                info.set_item("user", &a.user)?;
+                let claims = py
+                    .import("json")?
+                    .call_method1("loads", (a.claims.to_string(),))?;
+                info.set_item("claims", claims)?;
+                st.ctx.bind(py).set_item("auth", info)?;
+            }
+        }
+        Ok(st)
     }
 
     fn arguments<'py>(
@@ -300,13 +349,12 @@ impl PyHooks {
     /// takes the request back.
     async fn run<T: Send>(
         &self,
-        phase: Phase,
+        steps: &[Step],
         ex: &mut Exchange,
         enter: impl FnOnce(Python<'_>, &State, &mut Exchange) -> PyResult<Extras> + Send,
         convert: impl Fn(Python<'_>, &State, &Bound<'_, PyAny>) -> PyResult<Option<T>> + Send + Sync,
         leave: impl FnOnce(Python<'_>, &State, &mut Exchange) + Send,
     ) -> Result<Option<T>> {
-        let steps = self.steps(phase);
         let started = Instant::now();
         let mut outcome: Option<T> = None;
         let mut failure: Option<Error> = None;
@@ -539,13 +587,17 @@ impl Hooks for PyHooks {
         !self.steps(phase).is_empty()
     }
 
+    fn has_at(&self, phase: Phase, seg: usize) -> bool {
+        !self.segment(phase, seg).is_empty()
+    }
+
     fn request_filter<'a>(
         &'a self,
         ex: &'a mut Exchange,
     ) -> HookFuture<'a, Result<Option<Response<ProxyBody>>>> {
         Box::pin(async move {
             self.run(
-                Phase::RequestFilter,
+                self.steps(Phase::RequestFilter),
                 ex,
                 |py, st, ex| {
                     Self::enter_request(py, st, ex);
@@ -563,7 +615,7 @@ impl Hooks for PyHooks {
         Box::pin(async move {
             let key = self
                 .run(
-                    Phase::CacheKey,
+                    self.steps(Phase::CacheKey),
                     ex,
                     |py, st, ex| {
                         Self::enter_request(py, st, ex);
@@ -596,7 +648,7 @@ impl Hooks for PyHooks {
     fn route<'a>(&'a self, ex: &'a mut Exchange) -> HookFuture<'a, Result<Option<RouteDecision>>> {
         Box::pin(async move {
             self.run(
-                Phase::Route,
+                self.steps(Phase::Route),
                 ex,
                 |py, st, ex| {
                     Self::enter_request(py, st, ex);
@@ -615,7 +667,10 @@ impl Hooks for PyHooks {
                     let respond = value.getattr("respond")?;
                     if !respond.is_none() {
                         return match Self::answer(&respond, "rproxy_route (Route.respond)")? {
-                            Some(resp) => Ok(Some(RouteDecision::Respond(resp))),
+                            Some(response) => Ok(Some(RouteDecision::Respond {
+                                name: optional_str(value, "name")?,
+                                response,
+                            })),
                             None => Ok(None),
                         };
                     }
@@ -623,6 +678,7 @@ impl Hooks for PyHooks {
                         return Err(PyTypeError::new_err("a Route needs upstream= or respond="));
                     };
                     Ok(Some(RouteDecision::Forward {
+                        name: optional_str(value, "name")?,
                         pool,
                         path: optional_str(value, "path")?,
                         host: optional_str(value, "host")?,
@@ -634,6 +690,27 @@ impl Hooks for PyHooks {
         })
     }
 
+    fn access<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        seg: usize,
+    ) -> HookFuture<'a, Result<Option<Response<ProxyBody>>>> {
+        Box::pin(async move {
+            self.run(
+                self.segment(Phase::Access, seg),
+                ex,
+                |py, st, ex| {
+                    Self::enter_request(py, st, ex);
+                    Ok(Extras::default())
+                },
+                |_, _, value| Self::answer(value, "rproxy_access").map(|r| r.map(Some)),
+                Self::leave_request,
+            )
+            .await
+            .map(Option::flatten)
+        })
+    }
+
     fn select_upstream<'a>(
         &'a self,
         ex: &'a mut Exchange,
@@ -642,13 +719,18 @@ impl Hooks for PyHooks {
         Box::pin(async move {
             let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
             self.run(
-                Phase::SelectUpstream,
+                self.steps(Phase::SelectUpstream),
                 ex,
                 |py, st, ex| {
                     let pool = ex.pool.clone();
+                    let name = ex
+                        .route
+                        .as_ref()
+                        .filter(|r| !r.name.is_empty())
+                        .map(|r| r.name.to_string());
                     Self::enter_request(py, st, ex);
                     Ok(Extras {
-                        route: Some(self.runtime_call(py, "route_for", (pool,))?),
+                        route: Some(self.runtime_call(py, "route_for", (pool, name))?),
                         candidates: Some(PyList::new(py, &names)?.into_any().unbind()),
                         ..Extras::default()
                     })
@@ -681,6 +763,7 @@ impl Hooks for PyHooks {
         &'a self,
         ex: &'a mut Exchange,
         out: &'a mut Outbound,
+        seg: usize,
     ) -> HookFuture<'a, Result<()>> {
         Box::pin(async move {
             let placeholder = || Outbound {
@@ -693,7 +776,7 @@ impl Hooks for PyHooks {
             let mut returned = None;
             let result = self
                 .run(
-                    Phase::UpstreamRequest,
+                    self.segment(Phase::UpstreamRequest, seg),
                     ex,
                     |py, st, ex| {
                         st.request.borrow_mut(py).enter(ex, taken.take());
@@ -719,7 +802,7 @@ impl Hooks for PyHooks {
         status: &'a mut StatusCode,
         headers: &'a mut HeaderMap,
     ) -> HookFuture<'a, Result<()>> {
-        Box::pin(self.response_phase(Phase::UpstreamResponse, ex, status, headers))
+        Box::pin(self.response_phase(self.steps(Phase::UpstreamResponse), ex, status, headers))
     }
 
     fn response<'a>(
@@ -727,8 +810,9 @@ impl Hooks for PyHooks {
         ex: &'a mut Exchange,
         status: &'a mut StatusCode,
         headers: &'a mut HeaderMap,
+        seg: usize,
     ) -> HookFuture<'a, Result<()>> {
-        Box::pin(self.response_phase(Phase::Response, ex, status, headers))
+        Box::pin(self.response_phase(self.segment(Phase::Response, seg), ex, status, headers))
     }
 
     fn error<'a>(
@@ -738,7 +822,7 @@ impl Hooks for PyHooks {
     ) -> HookFuture<'a, Option<Response<ProxyBody>>> {
         Box::pin(async move {
             self.run(
-                Phase::Error,
+                self.steps(Phase::Error),
                 ex,
                 |py, st, ex| {
                     Self::enter_request(py, st, ex);
@@ -855,14 +939,14 @@ impl PyHooks {
 
     async fn response_phase(
         &self,
-        phase: Phase,
+        steps: &[Step],
         ex: &mut Exchange,
         status: &mut StatusCode,
         headers: &mut HeaderMap,
     ) -> Result<()> {
         let head = std::sync::Mutex::new((status, headers));
         self.run(
-            phase,
+            steps,
             ex,
             |py, st, ex| {
                 Self::enter_request(py, st, ex);

@@ -18,7 +18,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use crate::headers;
-use crate::hooks::{CacheKey, Exchange, Outbound};
+use crate::hooks::{CacheKey, Exchange, Outbound, RouteRef};
+use crate::request_id::RequestId;
 use crate::server::ConnInfo;
 
 /// Views alive now, to prove they are freed (`_engine._live_views()`).
@@ -63,6 +64,8 @@ pub(crate) struct RequestData {
     pub(crate) parts: request::Parts,
     pub(crate) conn: Option<Arc<ConnInfo>>,
     pub(crate) scheme: &'static str,
+    pub(crate) id: RequestId,
+    pub(crate) route: Option<RouteRef>,
     pub(crate) pool: Option<String>,
     pub(crate) rewrite: (Option<String>, Option<String>),
     pub(crate) upstream: Option<SocketAddr>,
@@ -99,6 +102,8 @@ impl PyRequest {
             parts: std::mem::replace(&mut ex.parts, empty_parts()),
             conn: Some(ex.conn.clone()),
             scheme: ex.conn.scheme,
+            id: ex.id,
+            route: ex.route.clone(),
             pool: ex.pool.clone(),
             rewrite: ex.rewrite.clone(),
             upstream: ex.upstream,
@@ -160,8 +165,16 @@ impl PyRequest {
     /// A request for tests, without the engine (`rproxy.testing`). With
     /// `outbound`, it is the request as it would be sent upstream: the
     /// engine's own header hygiene applied, its path settable.
+    /// `outbound_target` and `outbound_host` are the target and `Host` a
+    /// route rewrote to; `route_name`, `pool` and `upstream` what routing
+    /// and balancing chose; `request_id` another view's `id`.
     #[staticmethod]
-    #[pyo3(signature = (method="GET", target="/", headers=None, client="127.0.0.1:40000", scheme="http", outbound=false))]
+    #[pyo3(signature = (
+        method="GET", target="/", headers=None, client="127.0.0.1:40000", scheme="http",
+        outbound=false, *, outbound_target=None, outbound_host=None, route_name=None,
+        pool=None, upstream=None, request_id=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn _for_testing(
         method: &str,
         target: &str,
@@ -169,6 +182,12 @@ impl PyRequest {
         client: &str,
         scheme: &str,
         outbound: bool,
+        outbound_target: Option<String>,
+        outbound_host: Option<String>,
+        route_name: Option<String>,
+        pool: Option<String>,
+        upstream: Option<String>,
+        request_id: Option<String>,
     ) -> PyResult<Self> {
         let mut req = http::Request::builder()
             .method(method)
@@ -186,13 +205,22 @@ impl PyRequest {
         let conn = Arc::new(ConnInfo::new(client, client, scheme));
         let outbound = outbound.then(|| {
             let mut fields = HeaderMap::new();
-            headers::write_upstream_fields(&mut fields, &parts, &conn, false, None, "upstream");
+            headers::write_upstream_fields(
+                &mut fields,
+                &parts,
+                &conn,
+                false,
+                outbound_host.as_deref(),
+                "upstream",
+            );
             Outbound {
                 method: parts.method.clone(),
-                target: parts
-                    .uri
-                    .path_and_query()
-                    .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+                target: outbound_target.clone().unwrap_or_else(|| {
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+                }),
                 headers: fields,
             }
         });
@@ -201,13 +229,47 @@ impl PyRequest {
             parts,
             conn: Some(conn),
             scheme,
+            id: match request_id {
+                Some(id) => id.parse().map_err(|()| {
+                    PyValueError::new_err(format!("request_id must be 32 hex digits, got {id:?}"))
+                })?,
+                None => RequestId::next(),
+            },
+            route: None,
             pool: None,
-            rewrite: (None, None),
+            rewrite: (outbound_target, outbound_host),
             upstream: None,
             cache_key: CacheKey::Default,
             outbound,
         });
+        view._set_routing_for_testing(route_name, pool, upstream)?;
         Ok(view)
+    }
+
+    /// Record what routing and balancing chose, for tests
+    /// (`rproxy.testing.Simulator`): the route's name, the pool, the server.
+    #[pyo3(signature = (route_name=None, pool=None, upstream=None))]
+    fn _set_routing_for_testing(
+        &mut self,
+        route_name: Option<String>,
+        pool: Option<String>,
+        upstream: Option<String>,
+    ) -> PyResult<()> {
+        let upstream = upstream
+            .map(|u| {
+                u.parse::<SocketAddr>().map_err(|_| {
+                    PyValueError::new_err(format!("upstream must be \"ip:port\", got {u:?}"))
+                })
+            })
+            .transpose()?;
+        let data = self.data_mut()?;
+        data.route = route_name.map(|name| RouteRef {
+            name: Arc::from(name),
+            index: None,
+        });
+        data.pool = pool;
+        data.upstream = upstream;
+        Ok(())
     }
 
     /// The method, e.g. ``"GET"``.
@@ -322,8 +384,41 @@ impl PyRequest {
         Ok(self.data()?.pool.clone())
     }
 
-    /// The route chosen, once routed: a ``rproxy.Route`` with the pool and
-    /// any path or ``Host`` a route hook rewrote to.
+    /// The name of the route chosen, once routed (``""`` for a route a hook
+    /// chose without naming it).
+    #[getter]
+    fn route_name(&self) -> PyResult<Option<String>> {
+        Ok(self.data()?.route.as_ref().map(|r| r.name.to_string()))
+    }
+
+    /// This request's id: 32 lower-case hex digits, unique per request
+    /// (``$request_id`` in header rules).
+    #[getter]
+    fn id(&self) -> PyResult<String> {
+        Ok(self.data()?.id.to_string())
+    }
+
+    /// The request target exactly as the client sent it (path and query),
+    /// whatever a route rewrote.
+    #[getter]
+    fn uri(&self) -> PyResult<String> {
+        Ok(self
+            .data()?
+            .parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()))
+    }
+
+    /// The IP address of the peer (the TCP connection), whatever
+    /// ``X-Forwarded-For`` says.
+    #[getter]
+    fn remote_addr(&self) -> PyResult<Option<String>> {
+        Ok(self.data()?.conn.as_ref().map(|c| c.client_ip.clone()))
+    }
+
+    /// The route chosen, once forwarded to a pool: a ``rproxy.Route`` with
+    /// its name, the pool, and any path or ``Host`` a route rewrote to.
     #[getter]
     fn route(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let data = self.data()?;
@@ -331,6 +426,8 @@ impl PyRequest {
             return Ok(py.None());
         };
         let kwargs = PyDict::new(py);
+        let name = data.route.as_ref().filter(|r| !r.name.is_empty());
+        kwargs.set_item("name", name.map(|r| r.name.to_string()))?;
         kwargs.set_item("upstream", pool)?;
         kwargs.set_item("path", &data.rewrite.0)?;
         kwargs.set_item("host", &data.rewrite.1)?;

@@ -20,9 +20,10 @@ use crate::config::{FieldCondConfig, RouteConfig};
 use crate::response::LocalResponse;
 use crate::upstream::Upstream;
 use index::Index;
-use normalize::query_params;
-pub(crate) use normalize::{normalize_path, request_host};
-use template::{Template, Vars};
+
+pub(crate) use normalize::{normalize_path, query_params, request_host};
+use template::Vars;
+pub(crate) use template::{Source, Template, Var};
 
 /// Compile a configured regular expression, or say why it is not accepted.
 pub(crate) fn compile_regex(pattern: &str) -> std::result::Result<Regex, String> {
@@ -96,7 +97,7 @@ pub(crate) enum Action {
 
 /// One compiled route.
 pub(crate) struct Route {
-    name: String,
+    name: Arc<str>,
     hosts: Vec<String>,
     path: PathCond,
     methods: Vec<Method>,
@@ -355,13 +356,18 @@ impl RouteTable {
         Ok(RouteTable { routes, index })
     }
 
-    /// The decision of the first route matching `s`, if any.
-    pub(crate) fn decide<'t>(&'t self, s: &Subject<'_>) -> Option<Decision<'t>> {
+    /// The first route matching `s` (its index) and its decision, if any.
+    pub(crate) fn decide<'t>(&'t self, s: &Subject<'_>) -> Option<(usize, Decision<'t>)> {
         let i = self
             .index
             .find(&s.host, &s.path, |i| self.routes[i].matches(s))?;
         debug_assert!(self.routes[i].host_matches(&s.host));
-        Some(self.routes[i].decide(s))
+        Some((i, self.routes[i].decide(s)))
+    }
+
+    /// The name of route `i`.
+    pub(crate) fn name(&self, i: usize) -> &Arc<str> {
+        &self.routes[i].name
     }
 
     /// The first matching route's index, by walking the whole table (the
@@ -558,7 +564,7 @@ fn compile_route(r: &RouteConfig, pools: &HashMap<&str, Arc<Upstream>>) -> Resul
         .map(|c| Ok((c.name.clone(), cond(c)?)))
         .collect::<Result<_, String>>()?;
     Ok(Route {
-        name: r.name.clone(),
+        name: Arc::from(r.name.as_str()),
         hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         path,
         methods,

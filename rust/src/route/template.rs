@@ -1,5 +1,6 @@
-//! Templates of `rewrite`, `redirect.location` and `upstream_host`:
-//! `$name` / `${name}` variables and `$$` (docs/routing.md, "Templates").
+//! Templates of `rewrite`, `redirect.location` and `upstream_host`, and of
+//! header rules: `$name` / `${name}` variables and `$$` (docs/routing.md,
+//! "Templates"; docs/headers.md, "Variables").
 
 use regex::Regex;
 
@@ -13,6 +14,13 @@ pub(crate) struct Template {
 enum Piece {
     Lit(String),
     Group(usize),
+    Var(Var),
+}
+
+/// A named variable. Routes use the first seven; header rules all but
+/// captures (configuration validation says which where).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Var {
     Host,
     Path,
     Query,
@@ -20,9 +28,44 @@ enum Piece {
     Scheme,
     Method,
     Route,
+    ClientIp,
+    RemoteAddr,
+    Upstream,
+    UpstreamAddr,
+    RequestId,
+    AuthUser,
 }
 
-/// The values a template may use.
+impl Var {
+    fn from_name(name: &str) -> Option<Var> {
+        Some(match name {
+            "host" => Var::Host,
+            "path" => Var::Path,
+            "query" => Var::Query,
+            "request_uri" => Var::RequestUri,
+            "scheme" => Var::Scheme,
+            "method" => Var::Method,
+            "route" => Var::Route,
+            "client_ip" => Var::ClientIp,
+            "remote_addr" => Var::RemoteAddr,
+            "upstream" => Var::Upstream,
+            "upstream_addr" => Var::UpstreamAddr,
+            "request_id" => Var::RequestId,
+            "auth_user" => Var::AuthUser,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a template's values come from.
+pub(crate) trait Source {
+    /// Append the value of `var` to `out`.
+    fn var(&self, var: Var, out: &mut String);
+    /// Append capture group `n` of the route's `path_regex`, if it matched.
+    fn group(&self, _n: usize, _out: &mut String) {}
+}
+
+/// The values a route's template may use.
 pub(crate) struct Vars<'a> {
     pub(crate) host: &'a str,
     pub(crate) path: &'a str,
@@ -81,15 +124,10 @@ impl Template {
                 }
                 _ => return Err(format!("a lone $ in {text:?} (write $$ for a dollar sign)")),
             };
-            let piece = match name.as_str() {
-                "host" => Piece::Host,
-                "path" => Piece::Path,
-                "query" => Piece::Query,
-                "request_uri" => Piece::RequestUri,
-                "scheme" => Piece::Scheme,
-                "method" => Piece::Method,
-                "route" => Piece::Route,
-                other => {
+            let piece = match Var::from_name(&name) {
+                Some(var) => Piece::Var(var),
+                None => {
+                    let other = name.as_str();
                     let index = match other.parse::<usize>() {
                         Ok(n) => Some(n),
                         Err(_) => {
@@ -120,27 +158,48 @@ impl Template {
             .any(|p| matches!(p, Piece::Lit(s) if s.contains('?')))
     }
 
-    /// The template with `vars` filled in.
-    pub(crate) fn expand(&self, vars: &Vars<'_>) -> String {
+    /// The template's text when it has no variables.
+    pub(crate) fn literal(&self) -> Option<&str> {
+        match &self.pieces[..] {
+            [] => Some(""),
+            [Piece::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The template with the values of `src` filled in.
+    pub(crate) fn expand(&self, src: &impl Source) -> String {
         let mut out = String::with_capacity(64);
         for piece in &self.pieces {
             match piece {
                 Piece::Lit(s) => out.push_str(s),
-                Piece::Group(n) => {
-                    if let Some(Some((a, b))) = vars.groups.get(*n) {
-                        out.push_str(&vars.path[*a..*b]);
-                    }
-                }
-                Piece::Host => out.push_str(vars.host),
-                Piece::Path => out.push_str(vars.path),
-                Piece::Query => out.push_str(vars.query.unwrap_or("")),
-                Piece::RequestUri => out.push_str(vars.request_uri),
-                Piece::Scheme => out.push_str(vars.scheme),
-                Piece::Method => out.push_str(vars.method),
-                Piece::Route => out.push_str(vars.route),
+                Piece::Group(n) => src.group(*n, &mut out),
+                Piece::Var(v) => src.var(*v, &mut out),
             }
         }
         out
+    }
+}
+
+impl Source for Vars<'_> {
+    fn var(&self, var: Var, out: &mut String) {
+        out.push_str(match var {
+            Var::Host => self.host,
+            Var::Path => self.path,
+            Var::Query => self.query.unwrap_or(""),
+            Var::RequestUri => self.request_uri,
+            Var::Scheme => self.scheme,
+            Var::Method => self.method,
+            Var::Route => self.route,
+            // Not route variables (configuration validation refuses them).
+            _ => "",
+        });
+    }
+
+    fn group(&self, n: usize, out: &mut String) {
+        if let Some(Some((a, b))) = self.groups.get(n) {
+            out.push_str(&self.path[*a..*b]);
+        }
     }
 }
 

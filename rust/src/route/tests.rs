@@ -29,7 +29,7 @@ fn request(method: &str, target: &str, headers: &[(&str, &str)]) -> request::Par
 /// (pool, path, host) of a forward, or the status of an answer.
 fn outcome(t: &RouteTable, parts: &request::Parts) -> String {
     let s = Subject::new(parts, "http").expect("normalisable");
-    match t.decide(&s) {
+    match t.decide(&s).map(|(_, d)| d) {
         None => "404".to_owned(),
         Some(Decision::Forward {
             upstream,

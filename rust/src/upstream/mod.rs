@@ -147,6 +147,72 @@ impl Upstream {
         ))
     }
 
+    /// Send a bodiless request (`head`, the request line and fields
+    /// written) to the pool's servers in turn until one answers, and read
+    /// its response: the head, and at most `max_body` bytes of body, which
+    /// are discarded (a longer body closes the connection).
+    pub(crate) async fn subrequest(
+        &self,
+        head: &bytes::Bytes,
+        max_body: usize,
+    ) -> Result<(http::StatusCode, http::HeaderMap)> {
+        let method = http::Method::GET;
+        let mut last_error = None;
+        for server in self.order_from(self.next_start()) {
+            let mut conn = match self.connection(server).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            let mut body = OutBody {
+                prefix: Vec::new(),
+                trailers: None,
+                rest: None,
+                chunked: false,
+            };
+            let (resp, sent_all) = match conn
+                .exchange(head, &mut body, &method, &self.timeouts)
+                .await
+            {
+                Ok(r) => r,
+                // A pooled connection the server had closed: try a fresh one.
+                Err(ExchangeError { stale: true, .. }) => {
+                    conn = self.connect(server).await?;
+                    conn.exchange(head, &mut body, &method, &self.timeouts)
+                        .await
+                        .map_err(|e| e.error)?
+                }
+                Err(e) => return Err(e.error),
+            };
+            let crate::h1::parse::ResponseHead {
+                status,
+                headers,
+                framing,
+                keep_alive,
+                ..
+            } = resp;
+            let mut rest = UpstreamBody::new(
+                conn,
+                framing,
+                keep_alive && sent_all,
+                self.timeouts.body_idle,
+            );
+            let mut read = 0usize;
+            while read <= max_body {
+                match std::future::poll_fn(|cx| rest.poll_frame(cx)).await {
+                    None => break,
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                    Some(Err(e)) => return Err(e),
+                }
+            }
+            return Ok((status, headers));
+        }
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::UpstreamConnect, "no upstream server")))
+    }
+
     /// Close idle connections past their timeout.
     pub(crate) fn sweep(&self) {
         for s in &self.servers {
