@@ -156,13 +156,63 @@ VARIANTS: dict[str, Path | None] = {
     "rproxy+1hook": HERE / "plugins" / "one",
     "rproxy+5hooks": HERE / "plugins" / "five",
     "rproxy+1async": HERE / "plugins" / "one_async",
+    "rproxy+gateway": None,
 }
 #: Python hooks each variant runs per request.
-HOOKS_PER_REQUEST = {"rproxy": 0, "rproxy+1hook": 1, "rproxy+5hooks": 5, "rproxy+1async": 1}
+HOOKS_PER_REQUEST = {"rproxy": 0, "rproxy+1hook": 1, "rproxy+5hooks": 5, "rproxy+1async": 1, "rproxy+gateway": 0}
+#: Request header fields wrk sends to a variant.
+WRK_HEADERS = {"rproxy+gateway": ["X-Api-Key: bench-key-2"]}
+
+#: The "typical gateway": 20 routes (the benchmark's requests take the last),
+#: header rules on requests and responses, and API-key auth — all native.
+GATEWAY = """
+[headers.request]
+remove = ["x-debug"]
+set = {{ "x-request-id" = "$request_id", "x-real-ip" = "$client_ip" }}
+
+[headers.response]
+set = {{ "x-request-id" = "$request_id" }}
+
+[auth.partners]
+type = "api_key"
+keys = {{ acme = "bench-key-1", globex = "bench-key-2", initech = "bench-key-3" }}
+{routes}
+[[routes]]
+name = "site"
+path_prefix = "/"
+upstream = "origin"
+auth = "partners"
+response_headers = {{ set = {{ "cache-control" = "no-store" }} }}
+"""
 
 
-def rproxy_conf(port: int, origin: int, plugins: Path | None = None) -> str:
+def gateway_routes() -> str:
+    """19 routes a request to /1k or /64k passes over: hosts, prefixes, a
+    regex, methods, a header condition, a redirect and a health check."""
+    out = ['[[routes]]\npath = "/healthz"\nrespond = { body = "ok" }\n']
+    for i in range(1, 12):
+        out.append(f'[[routes]]\nname = "svc{i}"\npath_prefix = "/svc{i}/"\nupstream = "origin"\nstrip_prefix = true\n')
+    out.append('[[routes]]\nhost = "*.internal.example"\nupstream = "origin"\n')
+    out.append('[[routes]]\nhost = "admin.example"\npath_prefix = "/"\nupstream = "origin"\nallow = ["10.0.0.0/8"]\n')
+    out.append('[[routes]]\npath_regex = "^/users/([0-9]+)$"\nrewrite = "/u/$1"\nupstream = "origin"\n')
+    out.append('[[routes]]\npath_prefix = "/write/"\nmethods = ["POST", "PUT"]\nupstream = "origin"\n')
+    out.append('[[routes]]\npath_prefix = "/beta/"\nheaders = { x-beta = true }\nupstream = "origin"\n')
+    out.append('[[routes]]\npath_prefix = "/old/"\nredirect = { status = 301, location = "/new$request_uri" }\n')
+    out.append('[[routes]]\npath = "/maintenance"\nrespond = { status = 503, body = "later" }\n')
+    return "\n".join(out)
+
+
+def rproxy_conf(port: int, origin: int, plugins: Path | None = None, gateway: bool = False) -> str:
     dirs = f'["{plugins}"]' if plugins else "[]"
+    routes = (
+        GATEWAY.format(routes=gateway_routes())
+        if gateway
+        else """
+[[routes]]
+path_prefix = "/"
+upstream = "origin"
+"""
+    )
     return f"""
 [server]
 listen = ["127.0.0.1:{port}"]
@@ -170,11 +220,7 @@ workers = 2
 
 [upstreams.origin]
 servers = ["127.0.0.1:{origin}"]
-
-[[routes]]
-path_prefix = "/"
-upstream = "origin"
-
+{routes}
 [plugins]
 dirs = {dirs}
 """
@@ -215,9 +261,12 @@ def parse_ms(text: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
 
-def run_wrk(port: int, path: str, duration: int, threads: int, conns: int) -> tuple[int, float, float, float, int]:
+def run_wrk(
+    port: int, path: str, duration: int, threads: int, conns: int, headers: list[str] | None = None
+) -> tuple[int, float, float, float, int]:
+    extra = [arg for h in headers or [] for arg in ("-H", h)]
     out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency", *extra, f"http://127.0.0.1:{port}{path}"],
         capture_output=True,
         text=True,
         check=True,
@@ -258,8 +307,8 @@ def main() -> int:
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        default=list(VARIANTS)[:3],
-        help="rproxy variants to run (default: plain, one hook, five hooks)",
+        default=["rproxy", "rproxy+1hook", "rproxy+5hooks", "rproxy+gateway"],
+        help="rproxy variants to run (default: plain, one hook, five hooks, the gateway)",
     )
     ap.add_argument("--all-sizes", action="store_true", help="run the hook variants on 64 KiB too")
     ap.add_argument(
@@ -281,7 +330,7 @@ def main() -> int:
             for variant in args.variants:
                 port = free_port()
                 conf = work / f"{variant}.toml"
-                conf.write_text(rproxy_conf(port, origin_port, VARIANTS[variant]))
+                conf.write_text(rproxy_conf(port, origin_port, VARIANTS[variant], gateway=variant == "rproxy+gateway"))
                 proc = subprocess.Popen([sys.executable, "-m", "rproxy", "run", str(conf)], stdout=subprocess.DEVNULL)
                 procs.append(proc)
                 proxies[variant] = (proc.pid, port)
@@ -289,7 +338,7 @@ def main() -> int:
                 wait_port(port)
             for name, (_, port) in proxies.items():
                 for size in sizes_for(name, args):
-                    run_wrk(port, f"/{size}", args.warmup, args.threads, args.connections)
+                    run_wrk(port, f"/{size}", args.warmup, args.threads, args.connections, WRK_HEADERS.get(name))
             for rnd in range(1, args.rounds + 1):
                 # Alternate the order, so that drift of the machine within a
                 # round favours no proxy.
@@ -301,7 +350,7 @@ def main() -> int:
                         pids = pids_of(pid)
                         before = cpu_ticks(pids)
                         requests, rps, p50, p99, errors = run_wrk(
-                            port, f"/{size}", args.duration, args.threads, args.connections
+                            port, f"/{size}", args.duration, args.threads, args.connections, WRK_HEADERS.get(name)
                         )
                         cpu_us = (cpu_ticks(pids) - before) / CLK_TCK * 1e6 / max(requests, 1)
                         runs.append(Run(name, size, rnd, requests, rps, p50, p99, cpu_us, errors))
@@ -365,6 +414,14 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                     f"{variant}: {extra:+.1f} CPU-µs per request over plain rproxy, "
                     f"{extra / hooks:.2f} µs per hook call"
                 )
+    for variant in VARIANTS:
+        if HOOKS_PER_REQUEST.get(variant) == 0 and variant != "rproxy":
+            for size in SIZES:
+                if any(r.proxy == variant and r.size == size for r in runs):
+                    lines.append(
+                        f"{variant} {size}: {ratio(size, 'rps', variant) / ratio(size, 'rps', 'rproxy'):.2f}× "
+                        "the req/s of plain rproxy (same rounds)"
+                    )
     errors = sum(r.errors for r in runs)
     lines.append(f"errors (non-2xx or socket) across all runs: {errors}")
     return "\n".join(lines)

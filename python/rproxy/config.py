@@ -11,28 +11,36 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
 import socket
 import tomllib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from rproxy import _engine
+from rproxy import _authfiles, _engine
 from rproxy._toml_positions import Path as KeyPath
 from rproxy._toml_positions import Positions
 from rproxy.errors import ConfigError, ConfigIssue
 from rproxy.routing import VARIABLES, normalise_path, parse_template
 
 __all__ = [
+    "API_KEY_KEYS",
+    "AUTH_KEYS",
+    "AUTH_TYPES",
+    "AUTH_TYPE_KEYS",
+    "BASIC_KEYS",
     "CORS_KEYS",
     "DEFAULT_HIDE",
+    "FORWARD_KEYS",
     "HEADERS_KEYS",
     "HEADER_VARIABLES",
+    "JWT_KEYS",
     "PLUGINS_KEYS",
     "PLUGIN_TABLE_KEYS",
     "REDIRECT_KEYS",
@@ -45,11 +53,16 @@ __all__ = [
     "SPLIT_KEYS",
     "UPSTREAM_KEYS",
     "Address",
+    "ApiKeyAuth",
+    "AuthSettings",
+    "BasicAuth",
     "Condition",
     "Config",
     "CorsSettings",
+    "ForwardAuth",
     "HeaderRules",
     "HeadersSettings",
+    "JwtAuth",
     "Key",
     "PluginTable",
     "PluginsSettings",
@@ -265,6 +278,20 @@ ROUTE_KEYS: tuple[Key, ...] = (
         "`false` turns CORS off for this route; a table with the keys of `[cors]` replaces the global one "
         "(by default the route has the global `[cors]`, if any)",
     ),
+    Key(
+        "auth",
+        "auth_names",
+        None,
+        "credential policies (`[auth.NAME]`): a name, or an array of names of which any one may accept the "
+        "request; others get 401 (docs/auth.md)",
+    ),
+    Key(
+        "allow",
+        "cidrs",
+        [],
+        "client addresses or networks (CIDR) let through; any other client gets 403 (empty: every client)",
+    ),
+    Key("deny", "cidrs", [], "client addresses or networks (CIDR) refused with 403, checked before `allow`"),
 )
 
 #: Response fields that name the software behind the proxy; ``[headers] hide`` by default.
@@ -283,6 +310,7 @@ HEADER_VARIABLES = (
     "route",
     "upstream",
     "upstream_addr",
+    "auth_user",
     "request_id",
 )
 
@@ -385,7 +413,109 @@ PLUGIN_TABLE_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", "5s", "longest an async hook of this plugin may take before it counts as failed"),
 )
 
-TOP_KEYS = ("server", "defaults", "upstreams", "routes", "headers", "cors", "plugins")
+AUTH_TYPES = ("api_key", "basic", "jwt", "forward")
+
+AUTH_KEYS: tuple[Key, ...] = (
+    Key("type", "auth_type", REQUIRED, '"api_key", "basic", "jwt" or "forward": the keys below of that type apply'),
+    Key(
+        "forward_credentials",
+        "bool",
+        False,
+        "send the credential the policy checked upstream; by default it is removed (`Authorization`, or the "
+        "API key's header field)",
+    ),
+)
+
+_REALM = Key(
+    "realm", "realm", None, "the realm of the `WWW-Authenticate` challenge, ASCII text (default: the policy's name)"
+)
+
+API_KEY_KEYS: tuple[Key, ...] = (
+    Key(
+        "header",
+        "auth_field",
+        None,
+        'the header field that carries the key (default "x-api-key", unless `query` is given)',
+    ),
+    Key(
+        "query",
+        "query_name",
+        None,
+        "or: the query parameter that carries the key (percent-decoded); it stays in the request",
+    ),
+    Key("keys", "api_keys", {}, '{ NAME = "KEY" }: the keys, each with the name of its holder'),
+    Key(
+        "keys_file",
+        "file",
+        None,
+        "and/or: a file of `NAME:KEY` lines (blank lines and lines starting with `#` are skipped), relative to "
+        "this file",
+    ),
+    _REALM,
+)
+
+BASIC_KEYS: tuple[Key, ...] = (
+    Key(
+        "htpasswd",
+        "file",
+        REQUIRED,
+        "an htpasswd file of `user:hash` lines, relative to this file; bcrypt (`$2y$`, `$2b$`, `$2a$`) and "
+        "SHA-512-crypt (`$6$`) hashes only",
+    ),
+    _REALM,
+)
+
+JWT_KEYS: tuple[Key, ...] = (
+    Key("algorithms", "jwt_algorithms", REQUIRED, 'accepted `alg` values: any of "HS256", "RS256" and "ES256"'),
+    Key("secret", "secret", None, "the shared secret of HS256"),
+    Key(
+        "public_key",
+        "pem",
+        None,
+        "a PEM public key for RS256 (RSA, 2048 to 8192 bits) or ES256 (EC P-256)",
+    ),
+    Key("public_key_file", "file", None, "or: a file holding one, relative to this file"),
+    Key(
+        "jwks_file",
+        "file",
+        None,
+        "a JSON Web Key Set file (RFC 7517) of oct, RSA and EC P-256 keys, relative to this file; a token's "
+        "`kid` chooses among them",
+    ),
+    Key("issuer", "str", None, "the `iss` claim required, if set"),
+    Key("audience", "audience", None, "the `aud` accepted, if set: a string, or an array of which any one will do"),
+    Key("leeway", "duration0", "30s", "clock skew allowed on `exp` and `nbf`"),
+    _REALM,
+)
+
+FORWARD_KEYS: tuple[Key, ...] = (
+    Key("upstream", "str", REQUIRED, "the pool of the auth service; its timeouts apply"),
+    Key("path", "forward_path", "/", "the path (and query) asked of the auth service"),
+    Key("send_headers", "field_names", ["authorization", "cookie"], "request fields passed on to the auth service"),
+    Key(
+        "copy_headers",
+        "copy_names",
+        [],
+        "fields of a `2xx` answer set on the upstream request, replacing the client's (which are removed when "
+        "the answer has none)",
+    ),
+    Key(
+        "cache",
+        "duration0",
+        "0s",
+        "how long a decision (allow or deny) is remembered, keyed on the fields sent (`0s`: not at all)",
+    ),
+)
+
+#: The keys of each type of ``[auth.NAME]``, besides ``AUTH_KEYS``.
+AUTH_TYPE_KEYS: dict[str, tuple[Key, ...]] = {
+    "api_key": API_KEY_KEYS,
+    "basic": BASIC_KEYS,
+    "jwt": JWT_KEYS,
+    "forward": FORWARD_KEYS,
+}
+
+TOP_KEYS = ("server", "defaults", "upstreams", "routes", "headers", "cors", "auth", "plugins")
 
 
 @dataclass(frozen=True)
@@ -542,6 +672,68 @@ class RouteSettings:
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
     cors: CorsSettings | Literal[False] | None = None  # None: the global [cors]; False: none
+    auth: tuple[str, ...] = ()  # names of [auth.NAME] policies, any one of which may accept a request
+    allow: tuple[str, ...] = ()  # networks, as "10.0.0.0/8"
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiKeyAuth:
+    """``type = "api_key"``: ``keys`` are ``(holder, key)`` pairs; the key is
+    read from the field ``header`` (lower-case) or the query parameter ``query``."""
+
+    name: str
+    keys: tuple[tuple[str, str], ...]
+    header: str | None = "x-api-key"
+    query: str | None = None
+    realm: str = ""
+    forward_credentials: bool = False
+    type: ClassVar[str] = "api_key"
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """``type = "basic"``: ``users`` are ``(user, hash)`` pairs of the htpasswd file."""
+
+    name: str
+    users: tuple[tuple[str, str], ...]
+    realm: str = ""
+    forward_credentials: bool = False
+    type: ClassVar[str] = "basic"
+
+
+@dataclass(frozen=True)
+class JwtAuth:
+    """``type = "jwt"``: ``keys`` are public JWKs (RFC 7517), the configured
+    secret and PEM keys converted; ``leeway`` is in seconds."""
+
+    name: str
+    algorithms: tuple[str, ...]
+    keys: tuple[Mapping[str, str], ...]
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    leeway: float = 30.0
+    realm: str = ""
+    forward_credentials: bool = False
+    type: ClassVar[str] = "jwt"
+
+
+@dataclass(frozen=True)
+class ForwardAuth:
+    """``type = "forward"``: ask the pool ``upstream``; ``cache`` is in seconds (0: off)."""
+
+    name: str
+    upstream: str
+    path: str = "/"
+    send_headers: tuple[str, ...] = ("authorization", "cookie")
+    copy_headers: tuple[str, ...] = ()
+    cache: float = 0.0
+    forward_credentials: bool = False
+    type: ClassVar[str] = "forward"
+
+
+#: One ``[auth.NAME]`` policy (docs/auth.md).
+AuthSettings = ApiKeyAuth | BasicAuth | JwtAuth | ForwardAuth
 
 
 @dataclass(frozen=True)
@@ -576,6 +768,7 @@ class Config:
     source: str = ""
     headers: HeadersSettings = HeadersSettings()
     cors: CorsSettings | None = None
+    auth: Mapping[str, AuthSettings] = dataclasses.field(default_factory=dict)
 
     def issue(self, path: KeyPath, message: str, *, at_key: bool = False) -> ConfigIssue:
         """A problem at ``path`` of this file (for checks made after loading)."""
@@ -631,6 +824,7 @@ class Config:
                 "response": _rules_json(self.headers.response),
             },
             "cors": None if self.cors is None else _cors_json(self.cors),
+            "auth": {name: _auth_json(policy) for name, policy in self.auth.items()},
         }
 
 
@@ -664,6 +858,50 @@ def _route_json(r: RouteSettings) -> dict[str, Any]:
         "request_headers": _rules_json(r.request_headers),
         "response_headers": _rules_json(r.response_headers),
         "cors": _cors_json(r.cors) if r.cors else r.cors,
+        "auth": list(r.auth),
+        "allow": list(r.allow),
+        "deny": list(r.deny),
+    }
+
+
+def _auth_json(p: AuthSettings) -> dict[str, Any]:
+    """A policy as the engine reads it: API keys by their SHA-256 digests,
+    files already read, durations in milliseconds (``leeway`` in seconds)."""
+    if isinstance(p, ApiKeyAuth):
+        return {
+            "type": "api_key",
+            "header": p.header,
+            "query": p.query,
+            "keys": [[holder, hashlib.sha256(key.encode()).hexdigest()] for holder, key in p.keys],
+            "realm": p.realm,
+            "forward_credentials": p.forward_credentials,
+        }
+    if isinstance(p, BasicAuth):
+        return {
+            "type": "basic",
+            "users": [list(u) for u in p.users],
+            "realm": p.realm,
+            "forward_credentials": p.forward_credentials,
+        }
+    if isinstance(p, JwtAuth):
+        return {
+            "type": "jwt",
+            "algorithms": list(p.algorithms),
+            "keys": [dict(k) for k in p.keys],
+            "issuer": p.issuer,
+            "audience": list(p.audience),
+            "leeway": float(p.leeway),
+            "realm": p.realm,
+            "forward_credentials": p.forward_credentials,
+        }
+    return {
+        "type": "forward",
+        "upstream": p.upstream,
+        "path": p.path,
+        "send_headers": list(p.send_headers),
+        "copy_headers": list(p.copy_headers),
+        "cache": _ms(p.cache),
+        "forward_credentials": p.forward_credentials,
     }
 
 
@@ -882,10 +1120,12 @@ class _Checker:
                 nets: list[str] = []
                 for i, net in enumerate(v):
                     try:
-                        nets.append(str(ipaddress.ip_network(net, strict=False)))
+                        nets.append(_network(net))
                     except ValueError:
                         self.error(path + (i,), f'"{net}" is not an IP address or network')
                 return tuple(nets)
+            if kind in AUTH_KINDS:
+                return self.auth_value(path, v, kind)
             if kind == "status":
                 if isinstance(v, bool) or not isinstance(v, int) or not 200 <= v <= 599:
                     raise ValueError(f"expected a status code from 200 to 599, got {_show(v)}")
@@ -904,7 +1144,7 @@ class _Checker:
                 return self.respond(path, v)
             if kind == "rules":
                 return self.rules(path, v)
-            if kind in ("rule_names", "hide", "field_names", "cors_headers"):
+            if kind in ("rule_names", "hide", "field_names", "cors_headers", "copy_names"):
                 return self.field_names(path, v, kind)
             if kind == "rule_values":
                 return self.rule_values(path, v)
@@ -1068,7 +1308,8 @@ class _Checker:
     def field_names(self, path: KeyPath, v: Any, kind: str) -> tuple[str, ...] | None:
         """An array of header field names, lower-cased. ``rule_names`` (a
         rule's ``remove``) and ``hide`` may not name the framing fields, nor
-        ``remove`` the ``Host``; ``cors_headers`` may be ``["*"]``."""
+        ``remove`` the ``Host``; ``copy_names`` (forward auth's
+        ``copy_headers``) neither; ``cors_headers`` may be ``["*"]``."""
         if not isinstance(v, list):
             raise ValueError(f'expected an array of header field names such as ["x-debug"], got {_type_name(v)}')
         out: list[str] = []
@@ -1081,6 +1322,8 @@ class _Checker:
                 self.error(path + (i,), _framing_message(name))
             elif kind == "rule_names" and name.lower() == "host":
                 self.error(path + (i,), '"host" cannot be removed: a request needs one (`set` can change it)')
+            elif kind == "copy_names" and name.lower() in (*_FRAMING_FIELDS, "host"):
+                self.error(path + (i,), f"{_show(name)} cannot be copied from an auth service's answer")
             else:
                 out.append(name.lower())
         return tuple(out) if len(out) == len(v) else None
@@ -1182,6 +1425,108 @@ class _Checker:
                 out.append(item)
         return tuple(out) if len(out) == len(v) else None
 
+    # -- access control (docs/auth.md) ------------------------------------------
+
+    def auth_value(self, path: KeyPath, v: Any, kind: str) -> Any:
+        """A value of one of ``AUTH_KINDS``; raises ``ValueError`` (or reports
+        the items at fault and returns ``None``)."""
+        if kind == "auth_type":
+            if isinstance(v, str) and v in AUTH_TYPES:
+                return v
+            close = difflib.get_close_matches(str(v), AUTH_TYPES, n=1, cutoff=0.6) if isinstance(v, str) else []
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            raise ValueError(f'expected "api_key", "basic", "jwt" or "forward", got {_show(v)}{hint}')
+        if kind == "realm":
+            if not isinstance(v, str):
+                raise ValueError(f"expected a realm (a string), got {_type_name(v)}")
+            return _realm(v)
+        if kind == "auth_field":
+            if not isinstance(v, str) or not _TOKEN.fullmatch(v):
+                raise ValueError(f"expected a header field name, got {_show(v)}")
+            if v.lower() in (*_FRAMING_FIELDS, "host"):
+                raise ValueError(f"{_show(v)} cannot carry a key: the proxy needs it")
+            return v.lower()
+        if kind == "query_name":
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"expected the name of a query parameter, got {_show(v)}")
+            if re.search(r'[^\x20-\x7e]|["\\]', v):
+                raise ValueError(f"{_show(v)}: a parameter name here is ASCII text, without quotes and backslashes")
+            return v
+        if kind == "api_keys":
+            if not isinstance(v, dict):
+                raise ValueError(f'expected a table of keys {{ NAME = "KEY" }}, got {_type_name(v)}')
+            keys: list[tuple[str, str]] = []
+            for holder, key in v.items():
+                problem = _holder_problem(holder) or _key_problem(key)
+                if problem:
+                    self.error(path + (holder,), problem, at_key=_holder_problem(holder) is not None)
+                else:
+                    keys.append((holder, key))
+            return tuple(keys) if len(keys) == len(v) else None
+        if kind == "file":
+            if not isinstance(v, str) or not v:
+                raise ValueError(f"expected a file name, got {_show(v)}")
+            return v
+        if kind == "jwt_algorithms":
+            return self.jwt_algorithms(path, v)
+        if kind == "secret":
+            if not isinstance(v, str):
+                raise ValueError(f"expected a secret (a string), got {_type_name(v)}")
+            if not v:
+                raise ValueError("the secret is empty")
+            return v
+        if kind == "pem":
+            if not isinstance(v, str):
+                raise ValueError(f"expected a PEM public key (a string), got {_type_name(v)}")
+            return v
+        if kind == "audience":
+            if isinstance(v, str):
+                return (v,)
+            if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
+                raise ValueError(f"expected a string or an array of strings, got {_show(v)}")
+            if not v:
+                raise ValueError("needs at least one audience (leave the key out to accept any)")
+            return tuple(v)
+        if kind == "forward_path":
+            if not isinstance(v, str) or not v.startswith("/"):
+                raise ValueError(f'expected a path starting with "/", got {_show(v)}')
+            if not re.fullmatch(r"/[\x21-\x7e]*", v) or "#" in v:
+                raise ValueError(f"{_show(v)}: a request target is visible ASCII, without spaces or a fragment (#)")
+            return v
+        if kind == "auth_names":
+            names = [v] if isinstance(v, str) else v
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f"expected the name of an [auth.NAME] policy, or an array of names, got {_show(v)}")
+            if not names:
+                raise ValueError("needs at least one policy (leave the key out for none)")
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    self.error(path + (i,), f"{_show(name)} is listed already")
+            return tuple(names)
+        raise AssertionError(f"unknown kind {kind}")
+
+    def jwt_algorithms(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+        if not isinstance(v, list):
+            raise ValueError(f'expected an array of algorithms such as ["RS256"], got {_type_name(v)}')
+        if not v:
+            raise ValueError('needs at least one algorithm: "HS256", "RS256" or "ES256"')
+        out: list[str] = []
+        for i, alg in enumerate(v):
+            where = path + (i,)
+            if not isinstance(alg, str):
+                self.error(where, f"expected an algorithm (a string), got {_type_name(alg)}")
+            elif alg.lower() == "none":
+                self.error(where, '"none" is never accepted: it means an unsigned token')
+            elif alg.upper() in JWT_ALGORITHMS and alg not in JWT_ALGORITHMS:
+                self.error(where, f'algorithm names are case-sensitive: write "{alg.upper()}"')
+            elif alg not in JWT_ALGORITHMS:
+                self.error(where, f'unsupported algorithm {_show(alg)}: expected "HS256", "RS256" or "ES256"')
+            elif alg in out:
+                self.error(where, f"{_show(alg)} is listed already")
+            else:
+                out.append(alg)
+        return tuple(out) if len(out) == len(v) else None
+
     def split(self, path: KeyPath, v: Any) -> tuple[SplitShare, ...] | None:
         if not isinstance(v, list):
             raise ValueError(f"expected an array of {{ upstream, weight }} tables, got {_type_name(v)}")
@@ -1201,6 +1546,14 @@ class _Checker:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: The kinds of value ``_Checker.auth_value`` checks.
+AUTH_KINDS = frozenset(
+    (
+        "auth_type", "realm", "auth_field", "query_name", "api_keys", "file", "jwt_algorithms", "secret", "pem",
+        "audience", "forward_path", "auth_names",
+    )
+)  # fmt: skip
+JWT_ALGORITHMS = ("HS256", "RS256", "ES256")
 #: Fields that carry a message's framing or a connection's state: no header rule may name them.
 _FRAMING_FIELDS = frozenset(
     ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length")
@@ -1234,6 +1587,43 @@ def _host(text: Any) -> str:
             "for its subdomains"
         )
     return host
+
+
+def _network(text: str) -> str:
+    """An address or network as the engine reads it ("10.0.0.0/8"). An
+    IPv4-mapped IPv6 network is written as the IPv4 network it is: clients'
+    mapped addresses are matched as IPv4 addresses."""
+    if "%" in text:
+        raise ValueError("a zone index is not part of a network")
+    net = ipaddress.ip_network(text, strict=False)
+    mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
+    if mapped is not None and net.prefixlen >= 96:
+        return str(ipaddress.IPv4Network((mapped, net.prefixlen - 96)))
+    return str(net)
+
+
+def _realm(text: str) -> str:
+    """``text`` if it can be a challenge's realm: ASCII, no control characters."""
+    bad = re.search(r"[^\x20-\x7e]", text)
+    if bad:
+        raise ValueError(f"a realm is ASCII text without control characters; {_show(text)} has {bad.group()!r}")
+    return text
+
+
+def _holder_problem(holder: str) -> str | None:
+    if not holder or re.search(r"[\x00-\x1f\x7f]", holder):
+        return "a key's holder is named by a non-empty string without control characters"
+    return None
+
+
+def _key_problem(key: object) -> str | None:
+    if not isinstance(key, str) or not key:
+        return f"expected a key (a non-empty string), got {_show(key) if isinstance(key, str) else _type_name(key)}"
+    if re.search(r"[\x00-\x1f\x7f]", key):
+        return "a key cannot have control characters"
+    if key != key.strip(" \t"):
+        return "a key cannot start or end with white space (header fields do not keep it)"
+    return None
 
 
 def _framing_message(name: str) -> str:
@@ -1423,7 +1813,9 @@ _ACTIONS = ("upstream", "split", "redirect", "respond")
 _PATH_CONDITIONS = ("path", "path_prefix", "path_regex")
 
 
-def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSettings | None:
+def _route(
+    c: _Checker, i: int, raw: Any, pools: Mapping[str, Any], policies: Mapping[str, Any]
+) -> RouteSettings | None:
     """One ``[[routes]]`` entry, checked key by key and then as a whole."""
     here: KeyPath = ("routes", i)
     t = c.table(here, raw, [k.name for k in ROUTE_KEYS])
@@ -1456,6 +1848,13 @@ def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSett
             close = difflib.get_close_matches(pool, list(pools), n=1, cutoff=0.6)
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             c.error(where, f'unknown upstream "{pool}"{hint}')
+
+    for j, name in enumerate(s["auth"] or ()):
+        if name not in policies:
+            where = here + ("auth", j) if isinstance(t.get("auth"), list) else here + ("auth",)
+            close = difflib.get_close_matches(name, list(policies), n=1, cutoff=0.6)
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            c.error(where, f'unknown auth policy "{name}"{hint}')
 
     for key in ("strip_prefix", "rewrite", "upstream_host", "request_headers"):
         if actions and not forwards and key in t and t[key] is not False:
@@ -1501,6 +1900,9 @@ def _route(c: _Checker, i: int, raw: Any, pools: Mapping[str, Any]) -> RouteSett
         request_headers=s["request_headers"],
         response_headers=s["response_headers"],
         cors=s["cors"],
+        auth=s["auth"] or (),
+        allow=s["allow"],
+        deny=s["deny"],
     )
 
 
@@ -1559,6 +1961,11 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         if None not in s.values():
             upstreams[name] = UpstreamSettings(name=name, **s)
 
+    raw_auth = raw.get("auth", {})
+    auth = _auth(raw_auth, c, path.resolve().parent, pools)
+    if not isinstance(raw_auth, dict):
+        raw_auth = {}
+
     routes: list[RouteSettings] = []
     raw_routes = raw.get("routes", [])
     if not isinstance(raw_routes, list):
@@ -1567,7 +1974,7 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         c.error(("routes",) if "routes" in raw else (), "no routes: add at least one [[routes]] entry")
     names: dict[str, int] = {}
     for i, table in enumerate(raw_routes if isinstance(raw_routes, list) else []):
-        route = _route(c, i, table, pools)
+        route = _route(c, i, table, pools, raw_auth)
         if route is None:
             continue
         if route.name in names:
@@ -1591,7 +1998,253 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         positions=positions,
         headers=headers,
         cors=cors,
+        auth=auth,
     )
+
+
+# -- [auth.NAME] (docs/auth.md) -----------------------------------------------------
+
+
+def _auth(raw: Any, c: _Checker, base: Path, pools: Mapping[str, Any]) -> dict[str, AuthSettings]:
+    """The ``[auth.NAME]`` policies; their files are read from ``base`` (the
+    configuration's folder) now, once."""
+    if not isinstance(raw, dict):
+        c.error(("auth",), f"expected a table of policies ([auth.NAME]), got {_type_name(raw)}")
+        return {}
+    out: dict[str, AuthSettings] = {}
+    for name, table in raw.items():
+        here: KeyPath = ("auth", name)
+        if not isinstance(table, dict):
+            c.error(here, f"expected a table ([auth.{_fmt_path((name,))}]), got {_type_name(table)}")
+            continue
+        if "type" not in table:
+            c.error(here, 'missing required key "type": "api_key", "basic", "jwt" or "forward"')
+            continue
+        kind = c.value(here + ("type",), table["type"], AUTH_KEYS[0])
+        if kind is None:
+            continue
+        keys = (*AUTH_KEYS, *AUTH_TYPE_KEYS[kind])
+        names = [k.name for k in keys]
+        for key in table:
+            if key in names:
+                continue
+            owners = [f'"{t}"' for t, ks in AUTH_TYPE_KEYS.items() if any(k.name == key for k in ks)]
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            if owners:
+                listed = owners[0] if len(owners) == 1 else ", ".join(owners[:-1]) + " and " + owners[-1]
+                hint = f": it is a key of type{'s' if len(owners) > 1 else ''} {listed}, not of {_show(kind)}"
+            else:
+                hint = f' (did you mean "{close[0]}"?)' if close else ""
+            c.error(here + (key,), f"unknown key{hint}", at_key=True)
+        s = c.settings(here, {k: v for k, v in table.items() if k in names}, keys)
+        if any(k in s and s[k] is None for k in table) or any(s[k.name] is None for k in keys if k.default is REQUIRED):
+            continue  # reported
+        realm = s.get("realm")
+        if kind != "forward" and realm is None:
+            try:
+                realm = _realm(name)
+            except ValueError:
+                c.error(here, 'the realm is the policy\'s name by default, and a realm is ASCII text: set "realm"')
+                continue
+        policy = _AUTH_BUILDERS[kind](c, here, name, table, s, base, pools)
+        if policy is not None:
+            out[name] = dataclasses.replace(policy, realm=realm) if realm is not None else policy
+    return out
+
+
+def _read(c: _Checker, where: KeyPath, base: Path, name: str) -> str | None:
+    """The text of the file ``name`` (relative to ``base``), or ``None`` (reported)."""
+    try:
+        data = (base / name).read_bytes()
+    except OSError as e:
+        c.error(where, f'cannot read "{name}": {e.strerror or e}')
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        c.error(where, f"{name}:{line}: not UTF-8 text")
+        return None
+
+
+def _api_key_auth(
+    c: _Checker, here: KeyPath, name: str, t: Mapping[str, Any], s: Mapping[str, Any], base: Path, pools: Any
+) -> ApiKeyAuth | None:
+    if "header" in t and "query" in t:
+        c.error(here + ("query",), 'a key is in "header" or in "query", not both', at_key=True)
+        return None
+    header = None if s["query"] is not None else s["header"] or "x-api-key"
+    keys: list[tuple[str, str]] = list(s["keys"])
+    ok = True
+    for j, (holder, key) in enumerate(keys):
+        if key in (k for _, k in keys[:j]):
+            other = next(h for h, k in keys if k == key)
+            c.error(here + ("keys", holder), f'the same key as "{other}": each holder needs a key of their own')
+            ok = False
+    if s["keys_file"] is not None:
+        where = here + ("keys_file",)
+        file = s["keys_file"]
+        text = _read(c, where, base, file)
+        if text is None:
+            return None
+        entries, problems = _authfiles.keys_file(text)
+        for line, message in problems:
+            c.error(where, f"{file}:{line}: {message}")
+        ok = ok and not problems
+        for line, holder, key in entries:
+            if holder in (h for h, _ in keys):
+                c.error(where, f'{file}:{line}: "{holder}" has a key already')
+                ok = False
+            elif key in (k for _, k in keys):
+                other = next(h for h, k in keys if k == key)
+                c.error(where, f'{file}:{line}: the same key as "{other}": each holder needs a key of their own')
+                ok = False
+            else:
+                keys.append((holder, key))
+    if not keys and ok:
+        c.error(here, 'needs at least one key: "keys" or "keys_file"')
+        return None
+    if not ok:
+        return None
+    return ApiKeyAuth(
+        name=name, keys=tuple(keys), header=header, query=s["query"], forward_credentials=s["forward_credentials"]
+    )
+
+
+def _basic_auth(
+    c: _Checker, here: KeyPath, name: str, t: Mapping[str, Any], s: Mapping[str, Any], base: Path, pools: Any
+) -> BasicAuth | None:
+    where = here + ("htpasswd",)
+    file = s["htpasswd"]
+    text = _read(c, where, base, file)
+    if text is None:
+        return None
+    entries, problems = _authfiles.htpasswd(text)
+    for line, message in problems:
+        c.error(where, f"{file}:{line}: {message}")
+    users: dict[str, int] = {}
+    for line, user, _ in entries:
+        if user in users:
+            c.error(where, f'{file}:{line}: user "{user}" is on line {users[user]} already')
+            problems.append((line, ""))
+        users.setdefault(user, line)
+    if not entries and not problems:
+        c.error(where, f"{file}: no users")
+    if problems or not entries:
+        return None
+    return BasicAuth(
+        name=name,
+        users=tuple((user, hashed) for _, user, hashed in entries),
+        forward_credentials=s["forward_credentials"],
+    )
+
+
+def _jwt_auth(
+    c: _Checker, here: KeyPath, name: str, t: Mapping[str, Any], s: Mapping[str, Any], base: Path, pools: Any
+) -> JwtAuth | None:
+    algorithms: tuple[str, ...] = s["algorithms"]
+    keys: list[dict[str, str]] = []
+    ok = True
+    if "public_key" in t and "public_key_file" in t:
+        c.error(here + ("public_key_file",), 'a policy has "public_key" or "public_key_file", not both', at_key=True)
+        return None
+
+    def needs(key: str, jwk: dict[str, str]) -> None:
+        alg = next(a for a, kty in _authfiles.KEY_TYPES.items() if kty == jwk["kty"])
+        if alg not in algorithms:
+            c.error(here + (key,), f'an {jwk["kty"]} key is for {alg}, which "algorithms" does not list')
+
+    if s["secret"] is not None:
+        keys.append({"kty": "oct", "k": _authfiles.b64url(s["secret"].encode())})
+        needs("secret", keys[-1])
+    if s["public_key"] is not None:
+        try:
+            keys.append(_authfiles.jwk_of_pem(s["public_key"].encode()))
+            needs("public_key", keys[-1])
+        except ValueError as e:
+            c.error(here + ("public_key",), str(e))
+            ok = False
+    if s["public_key_file"] is not None:
+        where = here + ("public_key_file",)
+        file = s["public_key_file"]
+        text = _read(c, where, base, file)
+        try:
+            if text is not None:
+                keys.append(_authfiles.jwk_of_pem(text.encode()))
+                needs("public_key_file", keys[-1])
+        except ValueError as e:
+            c.error(where, f"{file}: {e}")
+            ok = False
+        ok = ok and text is not None
+    if s["jwks_file"] is not None:
+        where = here + ("jwks_file",)
+        file = s["jwks_file"]
+        text = _read(c, where, base, file)
+        if text is None:
+            ok = False
+        else:
+            found, problems = _authfiles.jwks(text)
+            for line, message in problems:
+                c.error(where, f"{file}:{line}: {message}")
+            if not found and not problems:
+                c.error(where, f"{file}: the key set has no keys")
+            keys += [jwk for _, jwk in found]
+            ok = ok and bool(found) and not problems
+    if not ok:
+        return None
+    if not keys:
+        c.error(here, 'needs a key: "secret", "public_key", "public_key_file" or "jwks_file"')
+        return None
+    for i, alg in enumerate(algorithms):
+        if not any(_authfiles.key_suits(k, alg) for k in keys):
+            kind = {"HS256": '"secret" (or an oct key)', "RS256": "an RSA key", "ES256": "an EC P-256 key"}[alg]
+            c.error(here + ("algorithms", i), f'"{alg}" has no key to verify it: add {kind}')
+            ok = False
+    if not ok:
+        return None
+    return JwtAuth(
+        name=name,
+        algorithms=algorithms,
+        keys=tuple(keys),
+        issuer=s["issuer"],
+        audience=s["audience"] or (),
+        leeway=s["leeway"],
+        forward_credentials=s["forward_credentials"],
+    )
+
+
+def _forward_auth(
+    c: _Checker,
+    here: KeyPath,
+    name: str,
+    t: Mapping[str, Any],
+    s: Mapping[str, Any],
+    base: Path,
+    pools: Mapping[str, Any],
+) -> ForwardAuth | None:
+    pool = s["upstream"]
+    if pool not in pools:
+        close = difflib.get_close_matches(pool, list(pools), n=1, cutoff=0.6)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        c.error(here + ("upstream",), f'unknown upstream "{pool}"{hint}')
+        return None
+    return ForwardAuth(
+        name=name,
+        upstream=pool,
+        path=s["path"],
+        send_headers=s["send_headers"],
+        copy_headers=s["copy_headers"],
+        cache=s["cache"],
+        forward_credentials=s["forward_credentials"],
+    )
+
+
+_AUTH_BUILDERS: dict[str, Callable[..., AuthSettings | None]] = {
+    "api_key": _api_key_auth,
+    "basic": _basic_auth,
+    "jwt": _jwt_auth,
+    "forward": _forward_auth,
+}
 
 
 def _headers(raw: Any, c: _Checker) -> HeadersSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = ["ConfigError", "ConfigIssue", "RproxyError"]
@@ -26,6 +27,15 @@ class ConfigIssue:
         return f"{self.file}:{self.line}:{self.col}: error: {where}{self.message}"
 
 
+def _order(issue: ConfigIssue) -> tuple[object, ...]:
+    """Issues by place; at one place (problems inside a file the key names),
+    by their messages with numbers compared as numbers ("f:9:" before "f:10:")."""
+    message = tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", issue.message)
+    )
+    return (issue.line, issue.col, issue.file, issue.path, message)
+
+
 class ConfigError(RproxyError):
     """A configuration was rejected; ``issues`` lists every problem found.
 
@@ -37,5 +47,5 @@ class ConfigError(RproxyError):
     def __init__(self, issues: list[ConfigIssue] | str, key: str | None = None) -> None:
         if isinstance(issues, str):
             issues = [ConfigIssue(0, 0, "", key or "", issues)]
-        self.issues = sorted(issues)
+        self.issues = sorted(issues, key=_order)
         super().__init__("\n".join(str(i) for i in self.issues))

@@ -142,10 +142,11 @@ def _builtin_plugins() -> list[tuple[str, Any]]:
     """The built-ins, in registration order. Among hooks with the same
     marker pluggy calls the most recently registered first, so a built-in
     listed earlier runs later: ``headers`` answers CORS preflights in
-    ``rproxy_access`` before any access check registered before it."""
-    from rproxy.builtins import headers, router
+    ``rproxy_access`` before ``auth`` checks credentials (the engine's
+    native order, ``["headers", "auth"]``)."""
+    from rproxy.builtins import auth, headers, router
 
-    return [("headers", headers), ("router", router)]
+    return [("auth", auth), ("headers", headers), ("router", router)]
 
 
 def load_plugins(config: Config, extra: Sequence[tuple[str, Any]] = (), *, configure: bool = True) -> LoadedPlugins:

@@ -10,8 +10,13 @@ from typing import Any
 import tomli_w
 
 from rproxy.config import (
+    API_KEY_KEYS,
+    AUTH_KEYS,
+    BASIC_KEYS,
     CORS_KEYS,
+    FORWARD_KEYS,
     HEADERS_KEYS,
+    JWT_KEYS,
     PLUGIN_TABLE_KEYS,
     PLUGINS_KEYS,
     REDIRECT_KEYS,
@@ -167,7 +172,7 @@ def render_reference() -> str:
             "`host` cannot be removed. Values are sent as written (visible ASCII, spaces and tabs, no "
             "space at either end), with `$name` or `${name}` replaced by a variable: `$client_ip`, "
             "`$remote_addr`, `$host`, `$scheme`, `$method`, `$path`, `$query`, `$request_uri`, `$route`, "
-            "`$upstream`, `$upstream_addr`, `$request_id` (`$$` is a `$`).",
+            "`$upstream`, `$upstream_addr`, `$auth_user`, `$request_id` (`$$` is a `$`).",
             RULE_KEYS,
         ),
         *_table(
@@ -181,6 +186,32 @@ def render_reference() -> str:
             "CORS for every route that does not set `cors` itself; a route's `cors` is `false` (none) or a "
             "table with these keys. Preflights are answered by the proxy.",
             CORS_KEYS,
+        ),
+        *_table(
+            "[auth.NAME]",
+            "A credential policy, which routes name in their `auth` key ([auth.md](auth.md)). Its `type` "
+            "decides which of the keys below it has. File names are relative to this file; files are read "
+            "when the configuration is loaded (and again on reload).",
+            AUTH_KEYS,
+        ),
+        *_table(
+            'type = "api_key"',
+            "An API key in a header field or query parameter. Needs at least one key, from `keys` or "
+            "`keys_file`; a policy has `header` or `query`, not both.",
+            API_KEY_KEYS,
+        ),
+        *_table('type = "basic"', "HTTP Basic authentication against an htpasswd file.", BASIC_KEYS),
+        *_table(
+            'type = "jwt"',
+            "A JWT bearer token. Needs a key for each algorithm: `secret` for HS256, an RSA key for RS256, "
+            "an EC P-256 key for ES256 (`public_key`, `public_key_file` or `jwks_file`).",
+            JWT_KEYS,
+        ),
+        *_table(
+            'type = "forward"',
+            "Ask an auth service, like nginx's `auth_request`: a `2xx` answer lets the request through, "
+            "`401` and `403` refuse it, anything else is `502`.",
+            FORWARD_KEYS,
         ),
         *_table(
             "[plugins]",

@@ -66,10 +66,9 @@ impl FromStr for Cidr {
             Some((a, b)) => (a, Some(b)),
             None => (s, None),
         };
-        let net = IpAddr::from_str(addr)
-            .map_err(|_| format!("{s:?} is not an IP address or network"))?
-            .to_canonical();
-        let max = if net.is_ipv4() { 32 } else { 128 };
+        let written =
+            IpAddr::from_str(addr).map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = if written.is_ipv4() { 32 } else { 128 };
         let bits = match bits {
             None => max,
             Some(b) => b
@@ -77,6 +76,15 @@ impl FromStr for Cidr {
                 .ok()
                 .filter(|b| *b <= max)
                 .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+        };
+        // An IPv4-mapped network (::ffff:a.b.c.d/96 and longer) is its IPv4 network.
+        let net = written.to_canonical();
+        let bits = if net.is_ipv4() && written.is_ipv6() {
+            bits.checked_sub(96).ok_or_else(|| {
+                format!("{s:?}: an IPv4-mapped network needs a prefix of at least 96")
+            })?
+        } else {
+            bits
         };
         Ok(Cidr { net, bits })
     }
@@ -100,6 +108,9 @@ mod tests {
         assert!(net("127.0.0.1").contains(ip("127.0.0.1")));
         assert!(!net("127.0.0.1").contains(ip("127.0.0.2")));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!(net("::ffff:10.0.0.0/104").contains(ip("10.1.2.3")));
+        assert!(!net("::ffff:10.0.0.0/104").contains(ip("11.1.2.3")));
+        assert!(net("::ffff:10.0.0.0/104").contains(ip("::ffff:10.1.2.3")));
         assert!("nope".parse::<Cidr>().is_err());
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ from support.client import Reader, build, connect, request
 @pytest.fixture
 def origins() -> Iterator[dict[str, str]]:
     servers = {name: Origin(corpus.echo(name)) for name in corpus.POOLS}
+    servers[corpus.AUTH_POOL] = Origin(corpus.auth_service)
     yield {name: o.addr for name, o in servers.items()}
     for o in servers.values():
         o.close()
@@ -51,10 +53,10 @@ def _outcomes(addr: str, cases: list[corpus.Case]) -> list[tuple[object, ...]]:
     return out
 
 
-def test_native_and_reference_built_ins_decide_alike(origins: dict[str, str], start_proxy) -> None:
+def test_native_and_reference_built_ins_decide_alike(origins: dict[str, str], start_proxy, tmp_path: Path) -> None:
     cases = corpus.requests()
-    native = start_proxy(corpus.config(origins))
-    reference = start_proxy(corpus.config(origins), native=False)
+    native = start_proxy(corpus.config(origins, tmp_path))
+    reference = start_proxy(corpus.config(origins, tmp_path), native=False)
     assert native.plan.python_steps() == 0
     assert reference.plan.python_steps() > 0
     got_native = _outcomes(native.addresses[0], cases)
@@ -63,9 +65,12 @@ def test_native_and_reference_built_ins_decide_alike(origins: dict[str, str], st
     assert not differ, f"{len(differ)} of {len(cases)} differ; first: {differ[0]}"
     # The corpus reaches every kind of decision.
     statuses = {o[1] for o in got_native}
-    assert {200, 204, 301, 302, 400, 403, 404, 405, 503} <= statuses, statuses
+    assert {200, 204, 301, 302, 400, 401, 403, 404, 405, 502, 503} <= statuses, statuses
     fields = {h[0] for o in got_native for h in o[2]}
     assert {"access-control-allow-origin", "x-frame-options", "x-trail", "x-vars"} <= fields, "headers.md at work"
+    assert "www-authenticate" in fields, "auth.md at work"
+    users = {h[1].split("|")[-2] for o in got_native for h in o[2] if h[0] == "x-vars"}
+    assert {"", "acme", "ann", "bob", "u-1", "u-2", "u-3"} <= users, users
     assert "server" not in fields, "hidden"
     pools = {h[1] for o in got_native for h in o[2] if h[0] == "x-origin"}
     assert pools == set(corpus.POOLS)
@@ -83,9 +88,9 @@ class _TenantRouter:
 
 @pytest.mark.parametrize("native", [True, False], ids=["native", "reference"])
 def test_a_plugin_routes_first_and_disabling_the_router_leaves_only_it(
-    origins: dict[str, str], start_proxy, native: bool
+    origins: dict[str, str], start_proxy, native: bool, tmp_path: Path
 ) -> None:
-    config = corpus.config(origins)
+    config = corpus.config(origins, tmp_path)
     proxy = start_proxy(config, plugins=[("tenant", _TenantRouter)], native=native)
     tenant = request(proxy.addresses[0], "GET", "/tenant/x?y=1")
     assert (tenant.status, tenant.header("x-origin")) == (200, "c")

@@ -3,10 +3,14 @@ engine form."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import rproxy
 from rproxy import cli
@@ -15,6 +19,12 @@ from rproxy.config import Address, parse_duration, parse_size
 from rproxy.errors import ConfigError
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "config"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
 CASES = sorted(p.stem for p in GOLDEN.glob("*.toml"))
 
 
@@ -122,8 +132,23 @@ upstream = "a"
     assert str(cfg.upstreams["b"].servers[0]) == "[::1]:9001"
 
 
-def test_engine_form() -> None:
-    cfg = rproxy.loads("""
+def test_engine_form(tmp_path: Path) -> None:
+    (tmp_path / "keys.txt").write_text("# partners\n\ninitech: k-initech\n")
+    sha512_hello = (
+        "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+    )
+    (tmp_path / "users.htpasswd").write_text(f"bob:{sha512_hello}\n")
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_numbers()
+    n = b64url(numbers.n.to_bytes(256, "big"))
+    jwks = {
+        "keys": [
+            {"kty": "RSA", "kid": "r1", "alg": "RS256", "use": "sig", "n": n, "e": "AAEAAQ"},  # e with a leading 0
+            {"kty": "oct", "kid": "h1", "k": "c2VjcmV0"},
+        ]
+    }
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    cfg = rproxy.loads(
+        """
 [server]
 listen = [":8080", "127.0.0.1:8081"]
 max_connections = 1001
@@ -173,15 +198,53 @@ upstream_host = "internal.$host"
 host = "old.example.com"
 redirect = { status = 301, location = "https://new.example.com$request_uri" }
 cors = { origins = ["*"], methods = ["GET"], headers = ["*"], expose = ["X-Request-Id"] }
+auth = "sso"
 
 [[routes]]
 path_prefix = "/"
 upstream = "app"
 strip_prefix = true
+auth = ["partners", "staff"]
+allow = ["10.0.0.0/8", "::ffff:192.0.2.0/120", "2001:db8::1"]
+deny = ["10.0.0.13"]
+
+[auth.partners]
+type = "api_key"
+keys = { acme = "k-acme" }
+keys_file = "TMP/keys.txt"
+
+[auth.by_query]
+type = "api_key"
+query = "api_key"
+keys = { globex = "k-globex" }
+realm = 'Query "keys" \\ here'
+forward_credentials = true
+
+[auth.staff]
+type = "basic"
+htpasswd = "TMP/users.htpasswd"
+
+[auth.tokens]
+type = "jwt"
+algorithms = ["HS256", "RS256"]
+secret = "an HS256 secret"
+jwks_file = "TMP/jwks.json"
+issuer = "https://id.example"
+audience = "api"
+leeway = "1.5s"
+
+[auth.sso]
+type = "forward"
+upstream = "canary"
+path = "/check?from=proxy"
+send_headers = ["Cookie", "X-Token"]
+copy_headers = ["X-User"]
+cache = "2m"
 
 [plugins]
 dirs = []
-""")
+""".replace("TMP", str(tmp_path))
+    )
     engine = cfg.engine_config(workers=2)
     assert engine["server"]["listen"] == ["0.0.0.0:8080", "127.0.0.1:8081"]
     assert engine["server"]["max_connections"] == 501
@@ -220,7 +283,8 @@ dirs = []
         "hosts": [], "path": None, "path_prefix": None, "path_regex": None, "methods": [], "headers": [],
         "query": [], "upstream": None, "split": [], "sticky_cookie": None, "sticky_header": None,
         "strip_prefix": False, "rewrite": None, "upstream_host": None, "redirect": None, "respond": None,
-        "request_headers": no_rules, "response_headers": no_rules, "cors": None,
+        "request_headers": no_rules, "response_headers": no_rules, "cors": None, "auth": [], "allow": [],
+        "deny": [],
     }  # fmt: skip
     assert engine["routes"][0] == {
         **nothing,
@@ -261,6 +325,7 @@ dirs = []
             "credentials": False,
             "max_age": None,
         },
+        "auth": ["sso"],
     }
     assert engine["routes"][3] == {
         **nothing,
@@ -268,6 +333,55 @@ dirs = []
         "path_prefix": "/",
         "upstream": "app",
         "strip_prefix": True,
+        "auth": ["partners", "staff"],
+        "allow": ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::1/128"],
+        "deny": ["10.0.0.13/32"],
+    }
+
+    def digest(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    assert engine["auth"] == {
+        "partners": {
+            "type": "api_key",
+            "header": "x-api-key",
+            "query": None,
+            "keys": [["acme", digest("k-acme")], ["initech", digest("k-initech")]],
+            "realm": "partners",
+            "forward_credentials": False,
+        },
+        "by_query": {
+            "type": "api_key",
+            "header": None,
+            "query": "api_key",
+            "keys": [["globex", digest("k-globex")]],
+            "realm": 'Query "keys" \\ here',
+            "forward_credentials": True,
+        },
+        "staff": {"type": "basic", "users": [["bob", sha512_hello]], "realm": "staff", "forward_credentials": False},
+        "tokens": {
+            "type": "jwt",
+            "algorithms": ["HS256", "RS256"],
+            "keys": [
+                {"kty": "oct", "k": b64url(b"an HS256 secret")},
+                {"kty": "RSA", "n": n, "e": "AQAB", "kid": "r1", "alg": "RS256"},
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "h1"},
+            ],
+            "issuer": "https://id.example",
+            "audience": ["api"],
+            "leeway": 1.5,
+            "realm": "tokens",
+            "forward_credentials": False,
+        },
+        "sso": {
+            "type": "forward",
+            "upstream": "canary",
+            "path": "/check?from=proxy",
+            "send_headers": ["cookie", "x-token"],
+            "copy_headers": ["x-user"],
+            "cache": 120_000,
+            "forward_credentials": False,
+        },
     }
     # Without [headers] and [cors], the defaults: hide the usual fields, nothing else.
     plain = rproxy.loads("""
@@ -285,6 +399,8 @@ dirs = []
         "response": no_rules,
     }
     assert plain.engine_config()["cors"] is None
+    assert plain.engine_config()["auth"] == {}
+    assert plain.engine_config()["routes"][0]["auth"] == []
     # The engine accepts exactly this form.
     rproxy.Engine(cfg)
     rproxy.Engine(plain)

@@ -252,6 +252,7 @@ def test_every_variable_in_request_and_response_rules() -> None:
         "api",  # route
         "a",  # upstream
         "10.0.0.1:80",  # upstream_addr
+        "",  # auth_user: no policy on this route
         request_id,
     ]
     assert response_vars == request_vars, "the response rules see the same values, the same request id included"
@@ -585,10 +586,15 @@ def test_the_plugin_runs_natively_unless_told_not_to() -> None:
     loaded = load_plugins(cfg)
     native = build_plan(loaded)
     hooks = ["rproxy_access", "rproxy_upstream_request", "rproxy_response"]
-    assert [[s.native for s in native.steps[h]] for h in hooks] == [["headers"]] * 3
+    # In rproxy_access, CORS preflights are answered before the auth built-in checks credentials.
+    assert [[s.native for s in native.steps[h]] for h in hooks] == [["headers", "auth"], ["headers"], ["headers"]]
     assert "headers" in json.loads(engine_json(cfg, native))["natives"]
     reference = build_plan(loaded, native=False)
-    assert [[(s.plugin, s.native) for s in reference.steps[h]] for h in hooks] == [[("headers", None)]] * 3
+    assert [[(s.plugin, s.native) for s in reference.steps[h]] for h in hooks] == [
+        [("headers", None), ("auth", None)],
+        [("headers", None)],
+        [("headers", None)],
+    ]
     assert json.loads(engine_json(cfg, reference))["natives"] == []
 
 

@@ -17,9 +17,10 @@ and see their result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 from rproxy._engine import Headers, Request, Response
 from rproxy.config import Config, CorsSettings, HeaderRules, HeadersSettings, RouteSettings, SecuritySettings
@@ -133,28 +134,40 @@ def _path(request: Request) -> str:
     return normalise_path(_uri_parts(request)[0]) or ""
 
 
-VARIABLES: dict[str, Callable[[Request], str]] = {
-    "client_ip": lambda r: r.client or "",
-    "remote_addr": lambda r: r.remote_addr or "",
-    "host": lambda r: r.host or "",
-    "scheme": lambda r: r.scheme,
-    "method": lambda r: r.method,
-    "path": _path,
-    "query": lambda r: _uri_parts(r)[1],
-    "request_uri": lambda r: r.uri,
-    "route": lambda r: r.route_name or "",
-    "upstream": lambda r: r.upstream_pool or "",
-    "upstream_addr": lambda r: r.upstream or "",
-    "request_id": lambda r: r.id,
+def _auth_user(ctx: Mapping[str, Any]) -> str:
+    """Who the ``auth`` built-in accepted the request as (``""``: nobody)."""
+    auth = ctx.get("auth")
+    user = auth.get("user", "") if isinstance(auth, dict) else ""
+    return user if isinstance(user, str) else ""
+
+
+VARIABLES: dict[str, Callable[[Request, Mapping[str, Any]], str]] = {
+    "client_ip": lambda r, ctx: r.client or "",
+    "remote_addr": lambda r, ctx: r.remote_addr or "",
+    "host": lambda r, ctx: r.host or "",
+    "scheme": lambda r, ctx: r.scheme,
+    "method": lambda r, ctx: r.method,
+    "path": lambda r, ctx: _path(r),
+    "query": lambda r, ctx: _uri_parts(r)[1],
+    "request_uri": lambda r, ctx: r.uri,
+    "route": lambda r, ctx: r.route_name or "",
+    "upstream": lambda r, ctx: r.upstream_pool or "",
+    "upstream_addr": lambda r, ctx: r.upstream or "",
+    "auth_user": lambda r, ctx: _auth_user(ctx),
+    "request_id": lambda r, ctx: r.id,
 }
 
 
-def expand(template: Template, request: Request) -> str:
-    """``template`` with its variables replaced by this request's values."""
-    return "".join(text + (VARIABLES[name](request) if name else "") for text, name in template)
+def expand(template: Template, request: Request, ctx: Mapping[str, Any] | None = None) -> str:
+    """``template`` with its variables replaced by this request's values
+    (``ctx`` is the request's, for ``$auth_user``)."""
+    ctx = {} if ctx is None else ctx
+    return "".join(text + (VARIABLES[name](request, ctx) if name else "") for text, name in template)
 
 
-def apply_rules(rule_sets: Iterable[_Rules], fields: Headers, request: Request) -> None:
+def apply_rules(
+    rule_sets: Iterable[_Rules], fields: Headers, request: Request, ctx: Mapping[str, Any] | None = None
+) -> None:
     """Apply each rule set in turn: remove, then set, then add. A value that
     is not a valid field value once expanded (a variable brought a control
     character in) skips its rule, as in the engine."""
@@ -163,10 +176,10 @@ def apply_rules(rule_sets: Iterable[_Rules], fields: Headers, request: Request) 
             fields.remove(name)
         for name, template in rules.set:
             with suppress(ValueError):
-                fields.set(name, expand(template, request))
+                fields.set(name, expand(template, request, ctx))
         for name, template in rules.add:
             with suppress(ValueError):
-                fields.add(name, expand(template, request))
+                fields.add(name, expand(template, request, ctx))
 
 
 # -- the security preset -----------------------------------------------------------
@@ -279,13 +292,13 @@ def rproxy_access(request: Request) -> Response | None:
 
 @hookimpl(tryfirst=True)
 @native("headers")
-def rproxy_upstream_request(request: Request) -> None:
-    apply_rules(_rule_sets(request, response=False), request.headers, request)
+def rproxy_upstream_request(request: Request, ctx: dict[str, Any]) -> None:
+    apply_rules(_rule_sets(request, response=False), request.headers, request, ctx)
 
 
 @hookimpl(tryfirst=True)
 @native("headers")
-def rproxy_response(request: Request, response: Response) -> None:
+def rproxy_response(request: Request, response: Response, ctx: dict[str, Any]) -> None:
     fields = response.headers
     for name in _settings.hide:
         fields.remove(name)
@@ -297,4 +310,4 @@ def rproxy_response(request: Request, response: Response) -> None:
     cors = _cors_of(request)
     if cors is not None and not is_preflight(request):
         actual_fields(cors, request, fields)
-    apply_rules(_rule_sets(request, response=True), fields, request)
+    apply_rules(_rule_sets(request, response=True), fields, request, ctx)

@@ -101,6 +101,10 @@ class Origin:
 
     def close(self) -> None:
         self._closed = True
+        # Closing alone does not wake the thread blocked in accept(), which
+        # would go on accepting; shutting the listener down does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             for s in self._socks:
@@ -119,6 +123,9 @@ class Origin:
             try:
                 sock, _ = self._listener.accept()
             except OSError:
+                return
+            if self._closed:
+                sock.close()
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:

@@ -148,13 +148,8 @@ impl Forward {
         let client = crate::headers::client_ip(parts, conn);
         field(&mut head, "x-forwarded-for", client.as_bytes());
         field(&mut head, "x-forwarded-proto", conn.scheme.as_bytes());
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().as_bytes())
-            .or_else(|| parts.headers.get(header::HOST).map(HeaderValue::as_bytes));
-        if let Some(host) = host {
-            field(&mut head, "x-forwarded-host", host);
+        if let Some(host) = parts.headers.get(header::HOST) {
+            field(&mut head, "x-forwarded-host", host.as_bytes());
         }
         head.extend_from_slice(b"\r\n");
         let head: Bytes = head.freeze();
