@@ -373,13 +373,13 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     def med(proxy: str, size: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs if r.proxy == proxy and r.size == size)
 
-    def ratio(size: str, attr: str, proxy: str) -> float:
-        """Median over rounds of proxy / nginx within the same round."""
+    def ratio(size: str, attr: str, proxy: str, base: str = "nginx") -> float:
+        """Median over rounds of proxy / base within the same round."""
         by_round: dict[int, dict[str, float]] = {}
         for r in runs:
             if r.size == size:
                 by_round.setdefault(r.round, {})[r.proxy] = getattr(r, attr)
-        return statistics.median(v[proxy] / v["nginx"] for v in by_round.values() if proxy in v and "nginx" in v)
+        return statistics.median(v[proxy] / v[base] for v in by_round.values() if proxy in v and base in v)
 
     forwarding = "without forwarding headers" if args.nginx_plain else "adding the forwarding headers rproxy adds"
     nginx_version = subprocess.run([nginx_bin(), "-v"], capture_output=True, text=True, check=False).stderr.strip()
@@ -419,8 +419,9 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
             for size in SIZES:
                 if any(r.proxy == variant and r.size == size for r in runs):
                     lines.append(
-                        f"{variant} {size}: {ratio(size, 'rps', variant) / ratio(size, 'rps', 'rproxy'):.2f}× "
-                        "the req/s of plain rproxy (same rounds)"
+                        f"{variant} {size}: {ratio(size, 'rps', variant, 'rproxy'):.2f}× the req/s and "
+                        f"{ratio(size, 'cpu_us_per_req', variant, 'rproxy'):.2f}× the CPU-µs/req of plain rproxy "
+                        "(median of the per-round ratios)"
                     )
     errors = sum(r.errors for r in runs)
     lines.append(f"errors (non-2xx or socket) across all runs: {errors}")

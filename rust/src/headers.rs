@@ -61,6 +61,11 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 pub trait FieldSink {
     /// Add one field.
     fn field(&mut self, name: &str, value: &[u8]);
+
+    /// Add one field of the request as it was received.
+    fn pass(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.field(name.as_str(), value.as_bytes());
+    }
 }
 
 impl FieldSink for BytesMut {
@@ -82,6 +87,11 @@ impl FieldSink for HeaderMap {
         ) {
             self.append(n, v);
         }
+    }
+
+    fn pass(&mut self, name: &HeaderName, value: &HeaderValue) {
+        // Already valid, and the value shares the request's buffer.
+        self.append(name.clone(), value.clone());
     }
 }
 
@@ -170,7 +180,7 @@ pub fn write_upstream_fields<S: FieldSink>(
             cookies.push(value.as_bytes());
             continue;
         }
-        out.field(name.as_str(), value.as_bytes());
+        out.pass(name, value);
     }
     let authority = request_authority(parts);
     let sent_host = host
@@ -199,7 +209,7 @@ pub fn write_upstream_fields<S: FieldSink>(
     }
     if upgrade {
         for value in headers.get_all(header::UPGRADE) {
-            out.field("upgrade", value.as_bytes());
+            out.pass(&header::UPGRADE, value);
         }
         out.field("connection", b"upgrade");
     }

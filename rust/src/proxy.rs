@@ -377,7 +377,7 @@ impl Proxy {
         match hooked {
             Some(_) if ex.exchange().is_none() => unreachable!("hooks come with an exchange"),
             _ if hooked.is_some() || self.policy.active(Phase::UpstreamRequest, 0) => {
-                let mut fields = HeaderMap::new();
+                let mut fields = HeaderMap::with_capacity(ex.parts().headers.len() + 8);
                 headers::write_upstream_fields(
                     &mut fields,
                     ex.parts(),

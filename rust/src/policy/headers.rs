@@ -36,7 +36,10 @@ impl Val {
     fn get(&self, facts: &Facts<'_>) -> Option<HeaderValue> {
         match self {
             Val::Fixed(v) => Some(v.clone()),
-            Val::Dynamic(t) => HeaderValue::from_str(&t.expand(facts)).ok(),
+            // The expansion's buffer becomes the value, without a copy.
+            Val::Dynamic(t) => {
+                HeaderValue::from_maybe_shared(bytes::Bytes::from(t.expand(facts))).ok()
+            }
         }
     }
 }

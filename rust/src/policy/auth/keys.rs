@@ -61,17 +61,17 @@ impl ApiKeys {
     }
 
     pub(super) fn check(&self, policy: &Arc<str>, parts: &request::Parts) -> Outcome {
-        let key: Option<Vec<u8>> = match (&self.header, &self.query) {
-            (Some(h), _) => parts.headers.get(h).map(|v| v.as_bytes().to_vec()),
+        let digest = match (&self.header, &self.query) {
+            (Some(h), _) => parts.headers.get(h).map(|v| sha256(v.as_bytes())),
             (None, Some(q)) => parts.uri.query().and_then(|query| {
                 query_params(query)
                     .into_iter()
                     .find(|(n, _)| n == q)
-                    .map(|(_, v)| v.as_bytes().to_vec())
+                    .map(|(_, v)| sha256(v.as_bytes()))
             }),
             (None, None) => None,
         };
-        if let Some(user) = key.and_then(|k| self.keys.get(&sha256(&k))) {
+        if let Some(user) = digest.and_then(|d| self.keys.get(&d)) {
             return Outcome::Pass(
                 AuthInfo {
                     policy: policy.clone(),
