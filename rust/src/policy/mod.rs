@@ -49,6 +49,8 @@ pub(crate) struct Policy {
     auth: Option<AuthPolicy>,
     /// The configured routes' indices by name (a route hook may name one).
     routes: HashMap<Arc<str>, usize>,
+    /// The empty name of a route a hook chose without naming it.
+    unnamed: Arc<str>,
 }
 
 /// What the natives know about a request: its head, its connection, and
@@ -130,15 +132,24 @@ impl Policy {
                 .enumerate()
                 .map(|(i, r)| (Arc::from(r.name.as_str()), i))
                 .collect(),
+            unnamed: Arc::from(""),
         })
     }
 
     /// The route a route hook named (`None`: unnamed, shown as the empty name).
     pub(crate) fn route_named(&self, name: Option<String>) -> RouteRef {
-        let name: Arc<str> = Arc::from(name.unwrap_or_default());
-        RouteRef {
-            index: self.routes.get(&name).copied(),
-            name,
+        match name {
+            Some(name) => {
+                let name: Arc<str> = Arc::from(name);
+                RouteRef {
+                    index: self.routes.get(&name).copied(),
+                    name,
+                }
+            }
+            None => RouteRef {
+                name: self.unnamed.clone(),
+                index: None,
+            },
         }
     }
 
