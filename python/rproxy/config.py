@@ -1078,7 +1078,7 @@ class _Checker:
                 _check_regex(v)
                 return v
             if kind == "methods":
-                return self.methods(path, v)
+                return self.methods(path, v, "needs at least one method (leave the key out to match any method)")
             if kind in ("header_conditions", "query_conditions"):
                 return self.conditions(path, v, headers=kind == "header_conditions")
             if kind == "split":
@@ -1163,7 +1163,7 @@ class _Checker:
             if kind == "origins":
                 return self.origins(path, v)
             if kind == "cors_methods":
-                return self.cors_methods(path, v)
+                return self.methods(path, v, "needs at least one method")
             if kind == "route_cors":
                 if v is True:
                     raise ValueError(
@@ -1243,11 +1243,13 @@ class _Checker:
                 self.error(path + (i,), str(e))
         return tuple(out) if len(out) == len(v) else None
 
-    def methods(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
+    def methods(self, path: KeyPath, v: Any, empty: str) -> tuple[str, ...] | None:
+        """An array of methods (a route's condition, or the methods CORS
+        allows); ``empty`` says why an empty one is refused."""
         if not isinstance(v, list):
             raise ValueError(f'expected an array of methods such as ["GET", "HEAD"], got {_type_name(v)}')
         if not v:
-            raise ValueError("needs at least one method (leave the key out to match any method)")
+            raise ValueError(empty)
         out: list[str] = []
         for i, item in enumerate(v):
             if not isinstance(item, str) or not _TOKEN.fullmatch(item):
@@ -1408,21 +1410,6 @@ class _Checker:
                 out.append(_origin(origin))
             except ValueError as e:
                 self.error(path + (i,), str(e))
-        return tuple(out) if len(out) == len(v) else None
-
-    def cors_methods(self, path: KeyPath, v: Any) -> tuple[str, ...] | None:
-        if not isinstance(v, list):
-            raise ValueError(f'expected an array of methods such as ["GET", "POST"], got {_type_name(v)}')
-        if not v:
-            raise ValueError("needs at least one method")
-        out: list[str] = []
-        for i, item in enumerate(v):
-            if not isinstance(item, str) or not _TOKEN.fullmatch(item):
-                self.error(path + (i,), f'expected a method such as "GET", got {_show(item)}')
-            elif item != item.upper():
-                self.error(path + (i,), f'methods are case-sensitive: write "{item.upper()}"')
-            else:
-                out.append(item)
         return tuple(out) if len(out) == len(v) else None
 
     # -- access control (docs/auth.md) ------------------------------------------

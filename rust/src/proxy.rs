@@ -132,9 +132,7 @@ impl Proxy {
                 response::error(&err)
             });
         if self.policy.active(Phase::Response, 0) {
-            let status = resp.status();
-            self.policy
-                .response(0, &ex.facts(), status, resp.headers_mut());
+            self.policy.response(0, &ex.facts(), resp.headers_mut());
         }
         resp
     }
@@ -221,8 +219,7 @@ impl Proxy {
                         .await;
                 }
                 if k < natives && self.policy.active(Phase::Response, k) {
-                    self.policy
-                        .response(k, &ex.facts(), head.status, &mut head.headers);
+                    self.policy.response(k, &ex.facts(), &mut head.headers);
                 }
             }
             resp = Response::from_parts(head, body);
@@ -374,57 +371,53 @@ impl Proxy {
         let mut head = BytesMut::with_capacity(512);
         let hooked = hooks.filter(|h| h.has(Phase::UpstreamRequest));
         let natives = native_order(Phase::UpstreamRequest).len();
-        match hooked {
-            Some(_) if ex.exchange().is_none() => unreachable!("hooks come with an exchange"),
-            _ if hooked.is_some() || self.policy.active(Phase::UpstreamRequest, 0) => {
-                let mut fields = HeaderMap::with_capacity(ex.parts().headers.len() + 8);
-                headers::write_upstream_fields(
-                    &mut fields,
-                    ex.parts(),
-                    ex.conn(),
-                    upgrade,
-                    rewrite.host.as_deref(),
-                    &upstream.default_host,
-                );
-                let target = match rewrite.path {
-                    Some(path) => path,
-                    None => origin_target(ex.parts()).to_owned(),
-                };
-                let mut outbound = Outbound {
-                    method: method.clone(),
-                    target,
-                    headers: fields,
-                };
-                ex.set_upstream(upstream.servers[start].addr);
-                for k in 0..=natives {
-                    if let (Some(hooks), Some(exchange)) = (hooked, ex.exchange()) {
-                        if hooks.has_at(Phase::UpstreamRequest, k) {
-                            hooks.upstream_request(exchange, &mut outbound, k).await?;
-                        }
-                    }
-                    if k < natives && self.policy.active(Phase::UpstreamRequest, k) {
-                        self.policy
-                            .upstream_request(k, &ex.facts(), &mut outbound.headers);
+        if hooked.is_some() || self.policy.active(Phase::UpstreamRequest, 0) {
+            let mut fields = HeaderMap::with_capacity(ex.parts().headers.len() + 8);
+            headers::write_upstream_fields(
+                &mut fields,
+                ex.parts(),
+                ex.conn(),
+                upgrade,
+                rewrite.host.as_deref(),
+                &upstream.default_host,
+            );
+            let target = match rewrite.path {
+                Some(path) => path,
+                None => origin_target(ex.parts()).to_owned(),
+            };
+            let mut outbound = Outbound {
+                method: method.clone(),
+                target,
+                headers: fields,
+            };
+            ex.set_upstream(upstream.servers[start].addr);
+            for k in 0..=natives {
+                if let (Some(hooks), Some(exchange)) = (hooked, ex.exchange()) {
+                    if hooks.has_at(Phase::UpstreamRequest, k) {
+                        hooks.upstream_request(exchange, &mut outbound, k).await?;
                     }
                 }
-                encode::write_request_line(&mut head, &outbound.method, &outbound.target);
-                encode::write_fields(&mut head, &outbound.headers);
+                if k < natives && self.policy.active(Phase::UpstreamRequest, k) {
+                    self.policy
+                        .upstream_request(k, &ex.facts(), &mut outbound.headers);
+                }
             }
-            _ => {
-                let target = rewrite
-                    .path
-                    .as_deref()
-                    .unwrap_or_else(|| origin_target(ex.parts()));
-                encode::write_request_line(&mut head, &method, target);
-                headers::write_upstream_fields(
-                    &mut head,
-                    ex.parts(),
-                    ex.conn(),
-                    upgrade,
-                    rewrite.host.as_deref(),
-                    &upstream.default_host,
-                );
-            }
+            encode::write_request_line(&mut head, &outbound.method, &outbound.target);
+            encode::write_fields(&mut head, &outbound.headers);
+        } else {
+            let target = rewrite
+                .path
+                .as_deref()
+                .unwrap_or_else(|| origin_target(ex.parts()));
+            encode::write_request_line(&mut head, &method, target);
+            headers::write_upstream_fields(
+                &mut head,
+                ex.parts(),
+                ex.conn(),
+                upgrade,
+                rewrite.host.as_deref(),
+                &upstream.default_host,
+            );
         }
         match (&out.rest, out.chunked) {
             (_, true) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),

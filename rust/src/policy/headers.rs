@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 
 use super::Facts;
 use super::cors::Cors;
@@ -117,6 +117,10 @@ pub(crate) struct HeaderPolicy {
     pools: HashMap<String, (Rules, Rules)>,
     routes: Vec<RouteRules>,
     cors: Option<Arc<Cors>>,
+    /// Some route has CORS (then preflights may be answered).
+    preflights: bool,
+    /// Some rule changes requests sent upstream.
+    request_rules: bool,
 }
 
 impl HeaderPolicy {
@@ -156,6 +160,11 @@ impl HeaderPolicy {
                 .map_err(|e: String| format!("routes[{i}]: {e}"))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let request = Rules::compile(&h.request)?;
+        let preflights = cors.is_some() || routes.iter().any(|r| r.cors.is_some());
+        let request_rules = !request.is_empty()
+            || pools.values().any(|(r, _)| !r.is_empty())
+            || routes.iter().any(|r| !r.request.is_empty());
         let policy = HeaderPolicy {
             hide: h.hide.iter().map(|n| name(n)).collect::<Result<_, _>>()?,
             security: h
@@ -164,35 +173,32 @@ impl HeaderPolicy {
                 .map(preset)
                 .transpose()?
                 .unwrap_or_default(),
-            request: Rules::compile(&h.request)?,
+            request,
             response: Rules::compile(&h.response)?,
             pools,
             routes,
             cors,
+            preflights,
+            request_rules,
         };
-        let idle = policy.hide.is_empty()
+        let idle = !preflights
+            && !request_rules
+            && policy.hide.is_empty()
             && policy.security.is_empty()
-            && policy.request.is_empty()
             && policy.response.is_empty()
             && policy.pools.is_empty()
-            && policy.cors.is_none()
-            && policy
-                .routes
-                .iter()
-                .all(|r| r.request.is_empty() && r.response.is_empty() && r.cors.is_none());
+            && policy.routes.iter().all(|r| r.response.is_empty());
         Ok((!idle).then_some(policy))
     }
 
     /// Whether some route has CORS (then preflights may be answered).
     pub(crate) fn answers_preflights(&self) -> bool {
-        self.cors.is_some() || self.routes.iter().any(|r| r.cors.is_some())
+        self.preflights
     }
 
     /// Whether any rule changes requests sent upstream.
     pub(crate) fn has_request_rules(&self) -> bool {
-        !self.request.is_empty()
-            || self.pools.values().any(|(r, _)| !r.is_empty())
-            || self.routes.iter().any(|r| !r.request.is_empty())
+        self.request_rules
     }
 
     fn route(&self, facts: &Facts<'_>) -> Option<&RouteRules> {
@@ -226,7 +232,7 @@ impl HeaderPolicy {
     }
 
     /// `rproxy_response`: hide, preset, CORS, then the response rules.
-    pub(crate) fn response(&self, facts: &Facts<'_>, _status: StatusCode, fields: &mut HeaderMap) {
+    pub(crate) fn response(&self, facts: &Facts<'_>, fields: &mut HeaderMap) {
         for n in &self.hide {
             fields.remove(n);
         }

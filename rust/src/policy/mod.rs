@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Response, StatusCode, request};
+use http::{HeaderMap, Response, request};
 
 use crate::body::ProxyBody;
 use crate::config::EngineConfig;
@@ -187,15 +187,9 @@ impl Policy {
     }
 
     /// Native step `k` of `rproxy_response`: change the response head sent to the client.
-    pub(crate) fn response(
-        &self,
-        _k: usize,
-        facts: &Facts<'_>,
-        status: StatusCode,
-        fields: &mut HeaderMap,
-    ) {
+    pub(crate) fn response(&self, _k: usize, facts: &Facts<'_>, fields: &mut HeaderMap) {
         if let Some(h) = &self.headers {
-            h.response(facts, status, fields);
+            h.response(facts, fields);
         }
     }
 }
