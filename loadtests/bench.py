@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -98,11 +99,12 @@ error_log {workdir}/{name}.error.log warn;
     return subprocess.Popen([nginx_bin(), "-c", str(conf), "-p", str(workdir)])
 
 
-def origin_conf(workdir: Path, port: int) -> str:
+def origin_conf(workdir: Path, port: int, extra_ports: Sequence[int] = ()) -> str:
     www = workdir / "www"
     www.mkdir(exist_ok=True)
     for name, size in SIZES.items():
         (www / name).write_bytes(b"x" * size)
+    extra = "".join(f"\n        listen 127.0.0.1:{p} reuseport backlog=4096;" for p in extra_ports)
     return f"""
 worker_processes 1;
 events {{ worker_connections 4096; }}
@@ -110,7 +112,7 @@ http {{
     access_log off;
     keepalive_requests 1000000;
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{port} reuseport backlog=4096;{extra}
         root {www};
         location / {{ }}
     }}
@@ -157,9 +159,17 @@ VARIANTS: dict[str, Path | None] = {
     "rproxy+5hooks": HERE / "plugins" / "five",
     "rproxy+1async": HERE / "plugins" / "one_async",
     "rproxy+gateway": None,
+    "rproxy+4servers": None,
 }
 #: Python hooks each variant runs per request.
-HOOKS_PER_REQUEST = {"rproxy": 0, "rproxy+1hook": 1, "rproxy+5hooks": 5, "rproxy+1async": 1, "rproxy+gateway": 0}
+HOOKS_PER_REQUEST = {
+    "rproxy": 0,
+    "rproxy+1hook": 1,
+    "rproxy+5hooks": 5,
+    "rproxy+1async": 1,
+    "rproxy+gateway": 0,
+    "rproxy+4servers": 0,
+}
 #: Request header fields wrk sends to a variant.
 WRK_HEADERS = {"rproxy+gateway": ["X-Api-Key: bench-key-2"]}
 
@@ -202,7 +212,10 @@ def gateway_routes() -> str:
     return "\n".join(out)
 
 
-def rproxy_conf(port: int, origin: int, plugins: Path | None = None, gateway: bool = False) -> str:
+def rproxy_conf(
+    port: int, origin: int, plugins: Path | None = None, gateway: bool = False, servers: Sequence[int] = ()
+) -> str:
+    """``servers``: the pool's ports (default: just ``origin``)."""
     dirs = f'["{plugins}"]' if plugins else "[]"
     routes = (
         GATEWAY.format(routes=gateway_routes())
@@ -219,7 +232,7 @@ listen = ["127.0.0.1:{port}"]
 workers = 2
 
 [upstreams.origin]
-servers = ["127.0.0.1:{origin}"]
+servers = [{", ".join(f'"127.0.0.1:{p}"' for p in (servers or [origin]))}]
 {routes}
 [plugins]
 dirs = {dirs}
@@ -307,8 +320,8 @@ def main() -> int:
         "--variants",
         nargs="+",
         choices=list(VARIANTS),
-        default=["rproxy", "rproxy+1hook", "rproxy+5hooks", "rproxy+gateway"],
-        help="rproxy variants to run (default: plain, one hook, five hooks, the gateway)",
+        default=["rproxy", "rproxy+1hook", "rproxy+5hooks", "rproxy+gateway", "rproxy+4servers"],
+        help="rproxy variants to run (default: plain, one hook, five hooks, the gateway, a 4-server pool)",
     )
     ap.add_argument("--all-sizes", action="store_true", help="run the hook variants on 64 KiB too")
     ap.add_argument(
@@ -324,13 +337,18 @@ def main() -> int:
         work.chmod(0o755)  # nginx workers run as an unprivileged user
         try:
             origin_port, nginx_port = free_port(), free_port()
-            procs.append(start_nginx(work, "origin", origin_conf(work, origin_port)))
+            # Three more ports on the same origin, for the 4-server pool.
+            spare_ports = [free_port() for _ in range(3)]
+            procs.append(start_nginx(work, "origin", origin_conf(work, origin_port, spare_ports)))
             procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port, not args.nginx_plain)))
             proxies = {"nginx": (procs[1].pid, nginx_port)}
             for variant in args.variants:
                 port = free_port()
                 conf = work / f"{variant}.toml"
-                conf.write_text(rproxy_conf(port, origin_port, VARIANTS[variant], gateway=variant == "rproxy+gateway"))
+                four = [origin_port, *spare_ports] if variant == "rproxy+4servers" else []
+                conf.write_text(
+                    rproxy_conf(port, origin_port, VARIANTS[variant], gateway=variant == "rproxy+gateway", servers=four)
+                )
                 proc = subprocess.Popen([sys.executable, "-m", "rproxy", "run", str(conf)], stdout=subprocess.DEVNULL)
                 procs.append(proc)
                 proxies[variant] = (proc.pid, port)

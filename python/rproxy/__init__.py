@@ -11,7 +11,7 @@ from rproxy._engine import Headers, Request, Response
 from rproxy.config import Config, load, loads
 from rproxy.engine import Engine
 from rproxy.errors import ConfigError, ConfigIssue, RproxyError
-from rproxy.plan import ErrorInfo, Route
+from rproxy.plan import Candidate, ErrorInfo, Route
 from rproxy.plugins import hookimpl
 
 try:
@@ -20,6 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "Candidate",
     "Config",
     "ConfigError",
     "ConfigIssue",

@@ -22,6 +22,8 @@ class Engine:
         """Serve in the foreground until SIGTERM or SIGINT, then drain."""
     def hook_stats(self) -> list[dict[str, Any]]:
         """Counters of every hook step."""
+    def upstream_stats(self) -> list[dict[str, Any]]:
+        """Every pool's statistics: requests, retries, limits and each server's state."""
 
 @final
 class Request:

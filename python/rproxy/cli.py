@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     hooks.add_argument("--stats", action="store_true", help="show the counters of a running proxy instead")
     hooks.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    upstreams = sub.add_parser(
+        "upstreams", help="show the pools of a running proxy: each server's state, load and failures"
+    )
+    upstreams.add_argument("config", nargs="?", default="proxy.toml", help="configuration file (default: proxy.toml)")
+    upstreams.add_argument("--debug", action="store_true", help="show tracebacks")
+
     init = sub.add_parser("init", help="write a commented starter proxy.toml")
     init.add_argument("path", nargs="?", default="proxy.toml", help="where to write it (default: proxy.toml)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
@@ -109,6 +115,18 @@ def _hooks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upstreams(args: argparse.Namespace) -> int:
+    from rproxy.stats import format_upstreams, read_upstreams, stats_dir
+
+    cfg = config_mod.load(args.config)
+    pools, workers = read_upstreams(stats_dir(cfg))
+    if not workers:
+        print(f"rproxy: error: no running proxy of {args.config} is reporting statistics", file=sys.stderr)
+        return 1
+    print(format_upstreams(pools, workers))
+    return 0
+
+
 def _init(args: argparse.Namespace) -> int:
     from rproxy.starter import render_starter
 
@@ -126,7 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        return {"run": _run, "check": _check, "hooks": _hooks, "init": _init}[args.command](args)
+        return {"run": _run, "check": _check, "hooks": _hooks, "upstreams": _upstreams, "init": _init}[args.command](
+            args
+        )
     except ConfigError as e:
         if debug:
             traceback.print_exc()

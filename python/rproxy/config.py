@@ -34,15 +34,19 @@ __all__ = [
     "AUTH_KEYS",
     "AUTH_TYPES",
     "AUTH_TYPE_KEYS",
+    "BALANCES",
     "BASIC_KEYS",
     "CORS_KEYS",
     "DEFAULT_HIDE",
     "FORWARD_KEYS",
     "HEADERS_KEYS",
     "HEADER_VARIABLES",
+    "HEALTH_CHECK_KEYS",
+    "HEALTH_CHECK_TYPES",
     "JWT_KEYS",
     "PLUGINS_KEYS",
     "PLUGIN_TABLE_KEYS",
+    "POOL_SERVER_KEYS",
     "REDIRECT_KEYS",
     "REQUIRED",
     "RESPOND_KEYS",
@@ -60,8 +64,10 @@ __all__ = [
     "Config",
     "CorsSettings",
     "ForwardAuth",
+    "HashKey",
     "HeaderRules",
     "HeadersSettings",
+    "HealthCheck",
     "JwtAuth",
     "Key",
     "PluginTable",
@@ -70,6 +76,7 @@ __all__ = [
     "RespondSettings",
     "RouteSettings",
     "SecuritySettings",
+    "Server",
     "ServerSettings",
     "SplitShare",
     "UpstreamSettings",
@@ -158,13 +165,44 @@ SERVER_KEYS: tuple[Key, ...] = (
     ),
 )
 
+#: The values of a pool's ``balance``.
+BALANCES = ("round_robin", "least_conn", "random_two", "hash", "first")
+
 UPSTREAM_KEYS: tuple[Key, ...] = (
-    Key("servers", "servers", REQUIRED, 'the pool\'s servers, "host:port"; tried round-robin'),
+    Key(
+        "servers",
+        "servers",
+        REQUIRED,
+        'the pool\'s servers: "host:port", or { address = "host:port", weight = 1, backup = false } '
+        "(docs/load-balancing.md)",
+    ),
+    Key(
+        "balance",
+        "balance",
+        "round_robin",
+        'how a server is chosen for a request: "round_robin", "least_conn", "random_two", "hash" or "first"',
+    ),
+    Key(
+        "hash_key",
+        "hash_key",
+        None,
+        'with balance = "hash": what is hashed, "client_ip", "header:NAME" or "cookie:NAME" '
+        '(default "client_ip"); a request without it is balanced round robin',
+    ),
+    Key("retries", "int", 2, "further attempts after a failed one, each on a different server (0: none)"),
+    Key(
+        "retry_budget",
+        "share",
+        0.2,
+        "retries may be at most this share of the pool's requests in a 10 s window, from 0 to 1",
+    ),
+    Key("retry_budget_min", "int", 10, "retries allowed per second whatever the share"),
     Key(
         "connect_timeout",
         "duration",
         "2s",
-        "time allowed to connect to a server; beyond it the next server is tried, then 502",
+        "time allowed to connect to a server; beyond it the attempt has failed (see `retries`), and with no "
+        "attempt left the client gets 502",
     ),
     Key(
         "response_timeout",
@@ -177,6 +215,48 @@ UPSTREAM_KEYS: tuple[Key, ...] = (
         "duration",
         "60s",
         "time allowed between two reads of a response body, or two writes of a request body",
+    ),
+    Key("max_requests", "int", 0, "requests in progress to the pool at once (0: no limit)"),
+    Key("max_requests_per_server", "int", 0, "requests in progress to one server at once (0: no limit)"),
+    Key(
+        "max_pending",
+        "int",
+        0,
+        "requests that may wait for capacity when a limit is reached; beyond them, 503 with `Retry-After: 1`",
+    ),
+    Key("queue_timeout", "duration0", "1s", "how long such a request waits for capacity before 503"),
+    Key(
+        "max_fails",
+        "int",
+        5,
+        "consecutive failed attempts that eject a server (passive health checks; 0 turns them off)",
+    ),
+    Key(
+        "fail_on_5xx",
+        "bool",
+        False,
+        "count 5xx responses as failed attempts too (failing to connect, a reset and a timeout always count)",
+    ),
+    Key("eject_time", "duration", "10s", "how long a server's first ejection lasts; doubled on each repeat ..."),
+    Key("eject_time_max", "duration", "5m", "... up to this"),
+    Key(
+        "max_ejected_percent",
+        "percent",
+        50,
+        "at most this share of the pool's servers is ejected at once, from 0 to 100; one server always may be, "
+        "unless it is 0",
+    ),
+    Key(
+        "slow_start",
+        "duration0",
+        "0s",
+        "a server back from down or ejected ramps its weight from near 0 to full over this time (0s: at once)",
+    ),
+    Key(
+        "health_check",
+        "health_check",
+        None,
+        "active health checks: a `[upstreams.NAME.health_check]` table (none by default)",
     ),
     Key("keepalive", "int", 64, "idle keep-alive connections kept per server (0 disables reuse)"),
     Key("keepalive_timeout", "duration0", "60s", "time an idle upstream connection is kept"),
@@ -195,6 +275,37 @@ UPSTREAM_KEYS: tuple[Key, ...] = (
         "header rules for the responses to requests for which this pool was chosen, after `[headers.response]`; "
         "inherited like `request_headers`",
     ),
+)
+
+POOL_SERVER_KEYS: tuple[Key, ...] = (
+    Key("address", "server_address", REQUIRED, 'the server, "host:port"'),
+    Key("weight", "weight", 1, "its share of the pool's requests relative to the others, from 1 to 100"),
+    Key(
+        "backup",
+        "bool",
+        False,
+        "a backup gets requests only when no other server can take them (every one is down or ejected)",
+    ),
+)
+
+#: The values of a health check's ``type``.
+HEALTH_CHECK_TYPES = ("http", "tcp")
+
+HEALTH_CHECK_KEYS: tuple[Key, ...] = (
+    Key(
+        "type",
+        "check_type",
+        REQUIRED,
+        '"http" (a request to `path`, which must be answered with `status`) or "tcp" (a connection, which must '
+        "be accepted)",
+    ),
+    Key("path", "check_path", "/", 'http only: the path (and query) asked, starting with "/"'),
+    Key("host", "check_host", None, "http only: the `Host` sent (default: the server's address)"),
+    Key("status", "status_range", "200-399", 'http only: the statuses that pass, a code (200) or a range ("200-399")'),
+    Key("interval", "duration", "5s", "time between two checks of a server"),
+    Key("timeout", "duration", "2s", "time a check may take; beyond it, it has failed"),
+    Key("rise", "int", 2, "consecutive passed checks that bring a down server up", minimum=1),
+    Key("fall", "int", 3, "consecutive failed checks that take an up server down", minimum=1),
 )
 
 RESPOND_KEYS: tuple[Key, ...] = (
@@ -596,11 +707,58 @@ class HeadersSettings:
 
 
 @dataclass(frozen=True)
+class Server:
+    """One server of a pool: its address, weight (1 to 100) and whether it
+    is a backup. ``str()`` is the address, ``"host:port"``."""
+
+    address: Address
+    weight: int = 1
+    backup: bool = False
+
+    @property
+    def host(self) -> str:
+        return self.address.host
+
+    @property
+    def port(self) -> int:
+        return self.address.port
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+
+@dataclass(frozen=True)
+class HashKey:
+    """What ``balance = "hash"`` hashes: ``kind`` is "client_ip", "header"
+    or "cookie"; ``name`` names the field (lower-case) or the cookie."""
+
+    kind: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """``[upstreams.NAME.health_check]``: active checks (durations in
+    seconds; ``status`` is an inclusive range)."""
+
+    type: str
+    path: str = "/"
+    host: str | None = None
+    status: tuple[int, int] = (200, 399)
+    interval: float = 5.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True)
 class UpstreamSettings:
-    """``[upstreams.NAME]``: one pool of servers, and its header rules."""
+    """``[upstreams.NAME]``: one pool of servers, how a server is chosen
+    and checked (docs/load-balancing.md), and its header rules. Durations
+    are in seconds; ``hash_key`` is ``None`` unless ``balance`` is "hash"."""
 
     name: str
-    servers: tuple[Address, ...]
+    servers: tuple[Server, ...]
     connect_timeout: float
     response_timeout: float
     body_idle_timeout: float
@@ -609,6 +767,22 @@ class UpstreamSettings:
     keepalive_requests: int
     request_headers: HeaderRules = HeaderRules()
     response_headers: HeaderRules = HeaderRules()
+    balance: str = "round_robin"
+    hash_key: HashKey | None = None
+    retries: int = 2
+    retry_budget: float = 0.2
+    retry_budget_min: int = 10
+    max_requests: int = 0
+    max_requests_per_server: int = 0
+    max_pending: int = 0
+    queue_timeout: float = 1.0
+    max_fails: int = 5
+    fail_on_5xx: bool = False
+    eject_time: float = 10.0
+    eject_time_max: float = 300.0
+    max_ejected_percent: int = 50
+    slow_start: float = 0.0
+    health_check: HealthCheck | None = None
 
 
 @dataclass(frozen=True)
@@ -802,20 +976,7 @@ class Config:
                 "request_buffer_size": s.request_buffer_size,
                 "trusted_proxies": list(s.trusted_proxies),
             },
-            "upstreams": {
-                name: {
-                    "servers": [str(a) for a in u.servers],
-                    "connect_timeout": _ms(u.connect_timeout),
-                    "response_timeout": _ms(u.response_timeout),
-                    "body_idle_timeout": _ms(u.body_idle_timeout),
-                    "keepalive": u.keepalive,
-                    "keepalive_timeout": _ms(u.keepalive_timeout),
-                    "keepalive_requests": u.keepalive_requests,
-                    "request_headers": _rules_json(u.request_headers),
-                    "response_headers": _rules_json(u.response_headers),
-                }
-                for name, u in self.upstreams.items()
-            },
+            "upstreams": {name: _upstream_json(u) for name, u in self.upstreams.items()},
             "routes": [_route_json(r) for r in self.routes],
             "headers": {
                 "hide": list(self.headers.hide),
@@ -831,6 +992,56 @@ class Config:
 def _ms(seconds: float) -> int:
     ms = round(seconds * 1000)
     return max(ms, 1) if seconds > 0 else 0
+
+
+def _upstream_json(u: UpstreamSettings) -> dict[str, Any]:
+    """A pool as the engine reads it: every key always present, servers
+    always as objects, durations in milliseconds."""
+    check = u.health_check
+    return {
+        "servers": [{"addr": str(s.address), "weight": s.weight, "backup": s.backup} for s in u.servers],
+        "balance": u.balance,
+        "hash_key": _hash_key_json(u.hash_key),
+        "retries": u.retries,
+        "retry_budget": float(u.retry_budget),
+        "retry_budget_min": u.retry_budget_min,
+        "max_requests": u.max_requests,
+        "max_requests_per_server": u.max_requests_per_server,
+        "max_pending": u.max_pending,
+        "queue_timeout": _ms(u.queue_timeout),
+        "max_fails": u.max_fails,
+        "fail_on_5xx": u.fail_on_5xx,
+        "eject_time": _ms(u.eject_time),
+        "eject_time_max": _ms(u.eject_time_max),
+        "max_ejected_percent": u.max_ejected_percent,
+        "slow_start": _ms(u.slow_start),
+        "health_check": None
+        if check is None
+        else {
+            "type": check.type,
+            "path": check.path,
+            "host": check.host,
+            "status": list(check.status),
+            "interval": _ms(check.interval),
+            "timeout": _ms(check.timeout),
+            "rise": check.rise,
+            "fall": check.fall,
+        },
+        "connect_timeout": _ms(u.connect_timeout),
+        "response_timeout": _ms(u.response_timeout),
+        "body_idle_timeout": _ms(u.body_idle_timeout),
+        "keepalive": u.keepalive,
+        "keepalive_timeout": _ms(u.keepalive_timeout),
+        "keepalive_requests": u.keepalive_requests,
+        "request_headers": _rules_json(u.request_headers),
+        "response_headers": _rules_json(u.response_headers),
+    }
+
+
+def _hash_key_json(key: HashKey | None) -> dict[str, str] | None:
+    if key is None:
+        return None
+    return {"kind": key.kind} if key.name is None else {"kind": key.kind, "name": key.name}
 
 
 def _route_json(r: RouteSettings) -> dict[str, Any]:
@@ -1112,8 +1323,10 @@ class _Checker:
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f'expected a positive integer or "auto", got {_show(v)}')
                 return v
-            if kind in ("listen", "servers"):
-                return self.addresses(path, v, listen=kind == "listen")
+            if kind == "listen":
+                return self.addresses(path, v, listen=True)
+            if kind in POOL_KINDS:
+                return self.pool_value(path, v, kind)
             if kind == "cidrs":
                 if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                     raise ValueError(f'expected an array of addresses or networks such as "10.0.0.0/8", got {_show(v)}')
@@ -1196,6 +1409,108 @@ class _Checker:
             except ValueError as e:
                 self.error(p, str(e))
         return tuple(out) if len(out) == len(items) else None
+
+    # -- pools (docs/load-balancing.md) ------------------------------------------
+
+    def pool_value(self, path: KeyPath, v: Any, kind: str) -> Any:
+        """A value of one of ``POOL_KINDS``; raises ``ValueError`` (or reports
+        the items at fault and returns ``None``)."""
+        if kind == "servers":
+            return self.servers(path, v)
+        if kind == "server_address":
+            return _parse_address(v, listen=False)
+        if kind == "weight":
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= _MAX_WEIGHT:
+                raise ValueError(f"expected a weight from 1 to {_MAX_WEIGHT}, got {_show_any(v)}")
+            return v
+        if kind in ("balance", "check_type"):
+            choices = BALANCES if kind == "balance" else HEALTH_CHECK_TYPES
+            if isinstance(v, str) and v in choices:
+                return v
+            close = difflib.get_close_matches(str(v), choices, n=1, cutoff=0.6) if isinstance(v, str) else []
+            hint = f' (did you mean "{close[0]}"?)' if close else ""
+            listed = ", ".join(f'"{c}"' for c in choices[:-1]) + f' or "{choices[-1]}"'
+            raise ValueError(f"expected {listed}, got {_show_any(v)}{hint}")
+        if kind == "hash_key":
+            return _hash_key(v)
+        if kind == "share":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+                raise ValueError(f"expected a number from 0 to 1, got {_show_any(v)}")
+            return float(v)
+        if kind == "percent":
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
+                raise ValueError(f"expected a percentage from 0 to 100 (an integer), got {_show_any(v)}")
+            return v
+        if kind == "health_check":
+            return self.health_check(path, v)
+        if kind == "check_path":
+            if not isinstance(v, str) or not v.startswith("/"):
+                raise ValueError(f'expected a path starting with "/", got {_show_any(v)}')
+            if not re.fullmatch(r"/[\x21-\x7e]*", v) or "#" in v:
+                raise ValueError(f"{_show(v)}: a request target is visible ASCII, without spaces or a fragment (#)")
+            return v
+        if kind == "check_host":
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9._~!$&'()*+,;=:\[\]%-]+", v):
+                raise ValueError(f'expected a host such as "app.internal" or "app.internal:8080", got {_show_any(v)}')
+            return v
+        if kind == "status_range":
+            return _status_range(v)
+        raise AssertionError(f"unknown kind {kind}")
+
+    def servers(self, path: KeyPath, v: Any) -> tuple[Server, ...] | None:
+        """A pool's ``servers``: each a ``"host:port"`` string or a table
+        ``{ address, weight, backup }``; one at least is not a backup."""
+        if not isinstance(v, list):
+            raise ValueError(
+                f'expected an array of servers, "host:port" or {{ address = "host:port", weight = 1 }}, '
+                f"got {_type_name(v)}"
+            )
+        if not v:
+            raise ValueError("needs at least one server")
+        out: list[Server] = []
+        for i, item in enumerate(v):
+            where = path + (i,)
+            if isinstance(item, dict):
+                t = self.table(where, item, [k.name for k in POOL_SERVER_KEYS])
+                if t is None:
+                    continue
+                s = self.settings(where, t, POOL_SERVER_KEYS)
+                if None not in s.values() and all(k in s for k in t):
+                    out.append(Server(s["address"], s["weight"], s["backup"]))
+                continue
+            try:
+                out.append(Server(_parse_address(item, listen=False)))
+            except ValueError as e:
+                self.error(where, str(e))
+        if len(out) != len(v):
+            return None
+        seen: dict[Address, int] = {}
+        for i, server in enumerate(out):
+            if server.address in seen:
+                self.error(path + (i,), f'"{server.address}" is servers[{seen[server.address]}] already')
+            seen.setdefault(server.address, i)
+        if len(seen) != len(out):
+            return None
+        if all(server.backup for server in out):
+            raise ValueError("needs at least one server that is not a backup")
+        return tuple(out)
+
+    def health_check(self, path: KeyPath, v: Any) -> HealthCheck | None:
+        """``[upstreams.NAME.health_check]``; ``path``, ``host`` and
+        ``status`` are for ``type = "http"`` only."""
+        if not isinstance(v, dict):
+            raise ValueError(f"expected a table ([upstreams.NAME.health_check]), got {_type_name(v)}")
+        self.table(path, v, [k.name for k in HEALTH_CHECK_KEYS])
+        s = self.settings(path, v, HEALTH_CHECK_KEYS)
+        failed = any(s[k.name] is None for k in HEALTH_CHECK_KEYS if k.default is not None or k.name in v)
+        if s["type"] == "tcp":
+            for key in ("path", "host", "status"):
+                if key in v:
+                    self.error(path + (key,), f'"{key}" is for type = "http" checks, not "tcp"', at_key=True)
+                    failed = True
+        if failed or any(k not in s for k in v):
+            return None
+        return HealthCheck(**s)
 
     def header_table(self, path: KeyPath, v: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(v, dict):
@@ -1533,6 +1848,14 @@ class _Checker:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: The kinds of value ``_Checker.pool_value`` checks.
+POOL_KINDS = frozenset(
+    (
+        "servers", "server_address", "weight", "balance", "hash_key", "share", "percent", "health_check",
+        "check_type", "check_path", "check_host", "status_range",
+    )
+)  # fmt: skip
+_MAX_WEIGHT = 100
 #: The kinds of value ``_Checker.auth_value`` checks.
 AUTH_KINDS = frozenset(
     (
@@ -1551,6 +1874,52 @@ _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 _MAX_SPLIT_WEIGHT = 10000
 _HOST = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+
+
+def _show_any(v: object) -> str:
+    """``v`` as written in TOML when it is a scalar, else its type."""
+    return _show(v) if isinstance(v, (str, int, float)) else _type_name(v)
+
+
+_HASH_KEY_FORMS = '"client_ip", "header:NAME" or "cookie:NAME"'
+
+
+def _hash_key(v: Any) -> HashKey:
+    """A pool's ``hash_key``: ``"client_ip"``, ``"header:NAME"`` (a field
+    name, lower-cased) or ``"cookie:NAME"``."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected {_HASH_KEY_FORMS}, got {_type_name(v)}")
+    if v == "client_ip":
+        return HashKey("client_ip")
+    kind, colon, name = v.partition(":")
+    if not colon or kind not in ("header", "cookie"):
+        close = difflib.get_close_matches(v, ["client_ip"], n=1, cutoff=0.6)
+        hint = f' (did you mean "{close[0]}"?)' if close else ""
+        raise ValueError(f"expected {_HASH_KEY_FORMS}, got {_show(v)}{hint}")
+    what = "header field name" if kind == "header" else "cookie name"
+    if not name:
+        raise ValueError(f'{_show(v)}: the {what} is missing after ":"')
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{_show(v)}: {_show(name)} is not a valid {what}")
+    return HashKey(kind, name.lower() if kind == "header" else name)
+
+
+def _status_range(v: Any) -> tuple[int, int]:
+    """A health check's ``status``: a code, or ``"LOW-HIGH"``, within 100 to 599."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 100 <= v <= 599:
+            raise ValueError(f"expected a status code from 100 to 599, got {v}")
+        low = high = v
+    elif isinstance(v, str) and re.fullmatch(r"\d{3}-\d{3}", v.strip()):
+        low, high = (int(n) for n in v.strip().split("-"))
+    else:
+        raise ValueError(f'expected a status code (200) or a range of them ("200-399"), got {_show_any(v)}')
+    for code in (low, high):
+        if not 100 <= code <= 599:
+            raise ValueError(f"{_show(v)}: {code} is not a status code (100 to 599)")
+    if low > high:
+        raise ValueError(f'{_show(v)}: the range is empty (write "{high}-{low}")')
+    return low, high
 
 
 def _host(text: Any) -> str:
@@ -1893,6 +2262,15 @@ def _route(
     )
 
 
+def _check_hash_key(c: _Checker, here: KeyPath, table: Mapping[str, Any], balance: Any) -> bool:
+    """``hash_key`` is only for ``balance = "hash"``: checked in the table
+    that sets it, against the balance in force there."""
+    if "hash_key" in table and balance is not None and balance != "hash":
+        c.error(here + ("hash_key",), '"hash_key" needs balance = "hash"', at_key=True)
+        return False
+    return True
+
+
 def _regex_groups(c: _Checker, where: KeyPath, pattern: str | None) -> tuple[int, Sequence[str]] | None:
     """How many groups ``pattern`` has, and their names; ``None`` without a pattern."""
     if pattern is None:
@@ -1934,6 +2312,7 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         du = c.table(("defaults", "upstream"), d["upstream"], [k.name for k in upstream_keys])
         if du is not None:
             defaults = {k: v for k, v in c.settings(("defaults", "upstream"), du, upstream_keys).items() if k in du}
+            _check_hash_key(c, ("defaults", "upstream"), du, defaults.get("balance", "round_robin"))
 
     upstreams: dict[str, UpstreamSettings] = {}
     pools = raw.get("upstreams", {})
@@ -1945,7 +2324,11 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         if t is None:
             continue
         s = c.settings(("upstreams", name), t, UPSTREAM_KEYS, inherited=defaults)
-        if None not in s.values():
+        ok = _check_hash_key(c, ("upstreams", name), t, s["balance"])
+        given = set(t) | set(defaults)
+        if ok and not any(s[k.name] is None for k in UPSTREAM_KEYS if k.default is not None or k.name in given):
+            # The key hashed: client_ip unless one is given; none without "hash".
+            s["hash_key"] = (s["hash_key"] or HashKey("client_ip")) if s["balance"] == "hash" else None
             upstreams[name] = UpstreamSettings(name=name, **s)
 
     raw_auth = raw.get("auth", {})

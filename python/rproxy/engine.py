@@ -31,10 +31,12 @@ def engine_json(
     stats_file: Path | None = None,
 ) -> str:
     """The engine's configuration for one process; ``natives`` names the
-    built-ins whose compiled forms the engine runs (the native steps of ``plan``)."""
+    built-ins whose compiled forms the engine runs (the native steps of
+    ``plan``). With ``stats_file`` the engine writes its hook and upstream
+    statistics there every second."""
     doc = config.engine_config(listen=listen, workers=workers)
     doc["natives"] = sorted({s.native for steps in plan.steps.values() for s in steps if s.native is not None})
-    if stats_file is not None and plan.python_steps():
+    if stats_file is not None:
         doc["server"]["stats_file"] = str(stats_file)
     return json.dumps(doc)
 
@@ -76,6 +78,11 @@ class Engine:
     def hook_stats(self) -> list[dict[str, Any]]:
         """Counters of every hook step (see ``rproxy hooks --stats``)."""
         return self._native.hook_stats()
+
+    def upstream_stats(self) -> list[dict[str, Any]]:
+        """Each pool's counters and its servers' state in this engine (see
+        ``rproxy upstreams`` and docs/load-balancing.md)."""
+        return self._native.upstream_stats()
 
     @property
     def url(self) -> str:

@@ -26,7 +26,7 @@ import pluggy
 if TYPE_CHECKING:
     from rproxy._engine import Request, Response
     from rproxy.config import Config
-    from rproxy.plan import ErrorInfo, Route
+    from rproxy.plan import Candidate, ErrorInfo, Route
 
 hookspec = pluggy.HookspecMarker("rproxy")
 
@@ -164,17 +164,31 @@ def rproxy_access(request: Request, ctx: dict[str, Any]) -> Response | None:
 
 
 @hookspec(firstresult=True)
-def rproxy_select_upstream(request: Request, route: Route, candidates: list[str], ctx: dict[str, Any]) -> str | None:
+def rproxy_select_upstream(
+    request: Request, route: Route, candidates: list[Candidate], ctx: dict[str, Any]
+) -> str | None:
     """Choose the server of the pool that gets the request.
 
-    When: after routing to a pool, for requests that go upstream.
+    When: after routing to a pool and the access checks, for requests that
+    go upstream: once per attempt — for the first try and again for each
+    retry, each time without the servers already tried.
 
-    Result: one of ``candidates`` (``"host:port"`` strings, the pool's servers)
-    is tried first; ``None`` leaves the choice to the pool's own algorithm.
+    ``candidates`` are the servers that may take this attempt, in the order
+    configured, as :class:`rproxy.Candidate` (a ``str``, ``"host:port"``,
+    with read-only ``weight``, ``backup``, ``in_flight`` and ``ramp``):
+    the healthy primaries not yet tried and not at
+    ``max_requests_per_server``; if there are none, the healthy backups;
+    if there are none either, every primary not yet tried and not at its
+    limit, health ignored (docs/load-balancing.md).
 
-    Default: the pool's algorithm (round robin), with failover to the next
-    server when connecting fails. Returning an address that is not a
-    candidate, or raising, fails the request with 500.
+    Result: one of ``candidates`` (the candidate itself or its address as a
+    plain string) gets the attempt; ``None`` leaves the choice to the next
+    plugin.
+
+    Default: the built-in ``balancer`` (``trylast``, so any plugin's hook
+    runs before it) chooses by the pool's ``balance``: ``round_robin``,
+    ``least_conn``, ``random_two``, ``hash`` or ``first``. Returning an
+    address that is not a candidate, or raising, fails the request with 500.
 
     Thread: the engine thread (``def``) or the asyncio loop thread (``async def``).
     """

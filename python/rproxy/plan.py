@@ -8,8 +8,9 @@ wrappers keeps pluggy's own dispatch for that phase, so wrappers behave as
 pluggy defines them.
 
 Also here: the types hooks return (:class:`Route`) and receive
-(:class:`ErrorInfo`), and the :class:`Runtime` the engine uses to report a
-failing hook and to run ``async def`` hooks.
+(:class:`ErrorInfo`, :class:`Candidate`), and the :class:`Runtime` the
+engine uses to make them, to report a failing hook and to run
+``async def`` hooks.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rproxy.plugins import LoadedPlugins, where
 if TYPE_CHECKING:
     from rproxy._engine import Response
 
-__all__ = ["PHASES", "ErrorInfo", "Plan", "Route", "Runtime", "Step", "build_plan", "native"]
+__all__ = ["PHASES", "Candidate", "ErrorInfo", "Plan", "Route", "Runtime", "Step", "build_plan", "native"]
 
 #: The per-request hooks, in the order a request meets them.
 PHASES = (
@@ -85,6 +86,57 @@ class ErrorInfo:
     source: str
     status: int
     message: str
+
+
+class Candidate(str):
+    """A server ``rproxy_select_upstream`` may choose: the string is its
+    address, ``"host:port"`` (``"[::1]:9001"`` for IPv6), so it compares
+    equal to that text and may be returned as it is. Read-only attributes:
+    ``weight`` (configured, 1 to 100), ``backup``, ``in_flight`` (requests
+    this worker has in progress on it now) and ``ramp`` (the slow-start
+    factor, in (0, 1]; 1.0 when not ramping)."""
+
+    __slots__ = ("_backup", "_in_flight", "_ramp", "_weight")
+
+    _weight: int
+    _backup: bool
+    _in_flight: int
+    _ramp: float
+
+    def __new__(
+        cls, address: str, weight: int = 1, backup: bool = False, in_flight: int = 0, ramp: float = 1.0
+    ) -> Candidate:
+        self = super().__new__(cls, address)
+        self._weight = weight
+        self._backup = backup
+        self._in_flight = in_flight
+        self._ramp = ramp
+        return self
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+    @property
+    def backup(self) -> bool:
+        return self._backup
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def ramp(self) -> float:
+        return self._ramp
+
+    def __repr__(self) -> str:
+        return (
+            f"Candidate({str(self)!r}, weight={self._weight}, backup={self._backup}, "
+            f"in_flight={self._in_flight}, ramp={self._ramp})"
+        )
+
+    def __getnewargs__(self) -> tuple[str, int, bool, int, float]:  # type: ignore[override]
+        return (str(self), self._weight, self._backup, self._in_flight, self._ramp)
 
 
 def native(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -217,6 +269,11 @@ class Runtime:
 
     def route_for(self, pool: str | None, name: str | None = None) -> Route | None:
         return Route(upstream=pool, name=name) if pool is not None else None
+
+    def candidates_for(self, pool: str, servers: list[tuple[str, int, bool, int, float]]) -> list[Candidate]:
+        """The candidates of one attempt of a request to ``pool``, from
+        ``(address, weight, backup, in_flight, ramp)`` tuples, in order."""
+        return [Candidate(*server) for server in servers]
 
     # -- async hooks ----------------------------------------------------
 

@@ -143,10 +143,11 @@ def _builtin_plugins() -> list[tuple[str, Any]]:
     marker pluggy calls the most recently registered first, so a built-in
     listed earlier runs later: ``headers`` answers CORS preflights in
     ``rproxy_access`` before ``auth`` checks credentials (the engine's
-    native order, ``["headers", "auth"]``)."""
-    from rproxy.builtins import auth, headers, router
+    native order, ``["headers", "auth"]``). The ``balancer`` is alone in
+    ``rproxy_select_upstream``, and ``trylast`` there."""
+    from rproxy.builtins import auth, balancer, headers, router
 
-    return [("auth", auth), ("headers", headers), ("router", router)]
+    return [("balancer", balancer), ("auth", auth), ("headers", headers), ("router", router)]
 
 
 def load_plugins(config: Config, extra: Sequence[tuple[str, Any]] = (), *, configure: bool = True) -> LoadedPlugins:

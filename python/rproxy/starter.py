@@ -16,9 +16,11 @@ from rproxy.config import (
     CORS_KEYS,
     FORWARD_KEYS,
     HEADERS_KEYS,
+    HEALTH_CHECK_KEYS,
     JWT_KEYS,
     PLUGIN_TABLE_KEYS,
     PLUGINS_KEYS,
+    POOL_SERVER_KEYS,
     REDIRECT_KEYS,
     REQUIRED,
     RESPOND_KEYS,
@@ -143,6 +145,19 @@ def render_reference() -> str:
             "A pool of servers. Every key but `servers` may also be set in a "
             "`[defaults.upstream]` table, which applies to every pool that does not set it.",
             UPSTREAM_KEYS,
+        ),
+        *_table(
+            "servers",
+            'Each inline table of a pool\'s `servers` array; a plain `"host:port"` string is a server of weight 1 '
+            "that is not a backup. [load-balancing.md](load-balancing.md) says how weights and backups are used.",
+            POOL_SERVER_KEYS,
+        ),
+        *_table(
+            "[upstreams.NAME.health_check]",
+            "Active health checks of every server of the pool, by each worker process on its own, from the "
+            "start (servers begin up). Without this table a pool has none. `path`, `host` and `status` are "
+            'for `type = "http"` only.',
+            HEALTH_CHECK_KEYS,
         ),
         *_table(
             "[[routes]]",

@@ -1,10 +1,12 @@
-"""Hook statistics of a running proxy: where workers write them, and how
-``rproxy hooks --stats`` reads and shows them.
+"""Statistics of a running proxy: where workers write them, and how
+``rproxy hooks --stats`` (hook steps) and ``rproxy upstreams`` (pools and
+their servers) read and show them.
 
 Each worker writes its counters every second to ``worker-PID.json`` in a
 directory derived from the configuration file and its listen addresses, so
-the command can find the workers of a proxy from its configuration alone.
-The files are plain JSON, ready to be exported as metrics.
+the commands can find the workers of a proxy from its configuration alone.
+The files are plain JSON, ready to be exported as metrics: ``{"pid": ...,
+"steps": [...], "upstreams": [...]}``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,22 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rproxy.config import Config
 
-__all__ = ["StepTotals", "format_stats", "read_stats", "stats_dir"]
+__all__ = [
+    "PoolTotals",
+    "ServerTotals",
+    "StepTotals",
+    "format_stats",
+    "format_upstreams",
+    "read_stats",
+    "read_upstreams",
+    "stats_dir",
+]
 
 
 def stats_dir(config: Config) -> Path:
@@ -73,23 +84,97 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def read_stats(directory: Path) -> tuple[list[StepTotals], int]:
-    """Sum the statistics of the live workers in ``directory``; returns the
-    totals and how many workers reported."""
-    totals: dict[tuple[str, str], StepTotals] = {}
-    workers = 0
+def _snapshots(directory: Path) -> list[dict[str, Any]]:
+    """The statistics files of the live workers in ``directory``, by file name."""
+    out = []
     for path in sorted(directory.glob("worker-*.json")):
         try:
             snapshot = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not _alive(int(snapshot.get("pid", 0))):
-            continue
-        workers += 1
-        for step in snapshot["steps"]:
+        if isinstance(snapshot, dict) and _alive(int(snapshot.get("pid", 0))):
+            out.append(snapshot)
+    return out
+
+
+def read_stats(directory: Path) -> tuple[list[StepTotals], int]:
+    """Sum the statistics of the live workers in ``directory``; returns the
+    totals and how many workers reported."""
+    totals: dict[tuple[str, str], StepTotals] = {}
+    snapshots = _snapshots(directory)
+    for snapshot in snapshots:
+        for step in snapshot.get("steps", []):
             key = (step["hook"], step["plugin"])
             totals.setdefault(key, StepTotals(*key)).add(step)
-    return list(totals.values()), workers
+    return list(totals.values()), len(snapshots)
+
+
+@dataclass
+class ServerTotals:
+    """One server of a pool, its counters summed over workers; ``states``
+    and ``ramps`` are each worker's view, in worker order."""
+
+    address: str
+    weight: int = 1
+    backup: bool = False
+    states: list[str] = field(default_factory=list)
+    ramps: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    ejections: int = 0
+
+    def add(self, server: dict[str, Any]) -> None:
+        if not self.states:  # the configuration's, the same in every worker
+            self.weight = server.get("weight", self.weight)
+            self.backup = server.get("backup", self.backup)
+        self.states.append(str(server.get("state", "?")))
+        self.ramps.append(float(server.get("ramp", 1.0)))
+        self.in_flight += server.get("in_flight", 0)
+        self.requests += server.get("requests", 0)
+        self.failures += server.get("failures", 0)
+        self.ejections += server.get("ejections", 0)
+
+    @property
+    def state(self) -> str:
+        """``"up"`` when every worker agrees, else each worker's view: ``"up/ejected"``."""
+        return self.states[0] if len(set(self.states)) == 1 else "/".join(self.states)
+
+
+_POOL_COUNTERS = ("requests", "retries", "retries_refused", "overloaded", "in_flight", "pending")
+
+
+@dataclass
+class PoolTotals:
+    """One pool's counters and servers, summed over workers."""
+
+    pool: str
+    requests: int = 0
+    retries: int = 0
+    retries_refused: int = 0
+    overloaded: int = 0
+    in_flight: int = 0
+    pending: int = 0
+    servers: dict[str, ServerTotals] = field(default_factory=dict)
+
+    def add(self, pool: dict[str, Any]) -> None:
+        for name in _POOL_COUNTERS:
+            setattr(self, name, getattr(self, name) + pool.get(name, 0))
+        for server in pool.get("servers", []):
+            address = server["address"]
+            self.servers.setdefault(address, ServerTotals(address)).add(server)
+
+
+def read_upstreams(directory: Path) -> tuple[list[PoolTotals], int]:
+    """Sum the pool statistics of the live workers in ``directory``;
+    returns the pools (in the order the first worker lists them) and how
+    many workers reported."""
+    totals: dict[str, PoolTotals] = {}
+    snapshots = _snapshots(directory)
+    for snapshot in snapshots:
+        for pool in snapshot.get("upstreams", []):
+            totals.setdefault(pool["pool"], PoolTotals(pool["pool"])).add(pool)
+    return list(totals.values()), len(snapshots)
 
 
 def format_stats(totals: Iterable[StepTotals], workers: int) -> str:
@@ -105,4 +190,32 @@ def format_stats(totals: Iterable[StepTotals], workers: int) -> str:
         rows.append(f"{t.hook:<26} {t.plugin:<18} {t.calls:>10} {t.errors:>8} {mean:>9.1f} {p50:>8} {p99:>8}")
     if len(rows) == 3:
         rows.append("(no hook has run yet)")
+    return "\n".join(rows)
+
+
+def format_upstreams(pools: Iterable[PoolTotals], workers: int) -> str:
+    """A table of each pool's servers: state (each worker's view when they
+    differ), requests in flight, attempts sent and failed, ejections and the
+    slow-start ramp (the lowest of the workers')."""
+    rows = [f"{workers} worker(s) reporting"]
+    for p in pools:
+        rows += [
+            "",
+            f"pool {p.pool}: {p.requests} requests, {p.retries} retries ({p.retries_refused} refused by the "
+            f"budget), {p.overloaded} overloaded, {p.in_flight} in flight, {p.pending} pending",
+        ]
+        names = [s.address + (" (backup)" if s.backup else "") for s in p.servers.values()]
+        wide = max([len("server"), *map(len, names)])
+        state = max([len("state"), *(len(s.state) for s in p.servers.values())])
+        rows.append(
+            f"  {'server':<{wide}}  {'weight':>6}  {'state':<{state}}  {'in flight':>9}  {'requests':>9}  "
+            f"{'failures':>8}  {'ejections':>9}  {'ramp':>4}"
+        )
+        for name, s in zip(names, p.servers.values(), strict=True):
+            rows.append(
+                f"  {name:<{wide}}  {s.weight:>6}  {s.state:<{state}}  {s.in_flight:>9}  {s.requests:>9}  "
+                f"{s.failures:>8}  {s.ejections:>9}  {min(s.ramps, default=1.0):>4.2f}"
+            )
+    if len(rows) == 1:
+        rows += ["", "(no pool has reported yet)"]
     return "\n".join(rows)

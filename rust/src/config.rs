@@ -101,7 +101,9 @@ pub enum AuthConfig {
 }
 
 fn all_natives() -> Vec<String> {
-    vec!["router".to_owned(), "headers".to_owned(), "auth".to_owned()]
+    ["router", "headers", "auth", "balancer"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// `[headers]` (docs/headers.md).
@@ -231,8 +233,56 @@ pub struct ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Server addresses, tried round-robin.
-    pub servers: Vec<SocketAddr>,
+    /// The pool's servers, in configured order.
+    pub servers: Vec<ServerEntry>,
+    /// How a server is chosen for a request.
+    #[serde(default)]
+    pub balance: Balance,
+    /// With `balance = "hash"`: what is hashed.
+    #[serde(default)]
+    pub hash_key: Option<HashKey>,
+    /// Further attempts after a failed one, each on another server.
+    #[serde(default = "two")]
+    pub retries: u32,
+    /// Retries may be at most this share of the pool's requests.
+    #[serde(default = "fifth")]
+    pub retry_budget: f64,
+    /// Retries allowed per second whatever the share.
+    #[serde(default = "ten")]
+    pub retry_budget_min: u32,
+    /// Concurrent requests to the pool (0: no limit).
+    #[serde(default)]
+    pub max_requests: u32,
+    /// Concurrent requests to one server (0: no limit).
+    #[serde(default)]
+    pub max_requests_per_server: u32,
+    /// Requests that may wait for capacity at a limit.
+    #[serde(default)]
+    pub max_pending: u32,
+    /// How long such a request waits.
+    #[serde(with = "millis", default = "d1s")]
+    pub queue_timeout: Duration,
+    /// Consecutive failures that eject a server (0: passive checks off).
+    #[serde(default = "five")]
+    pub max_fails: u32,
+    /// Count 5xx responses as failures.
+    #[serde(default)]
+    pub fail_on_5xx: bool,
+    /// The first ejection's length, doubled on each repeat.
+    #[serde(with = "millis", default = "d10s")]
+    pub eject_time: Duration,
+    /// The longest ejection.
+    #[serde(with = "millis", default = "d300s")]
+    pub eject_time_max: Duration,
+    /// At most this share of the pool is ejected at once.
+    #[serde(default = "fifty")]
+    pub max_ejected_percent: u32,
+    /// A recovered server's weight ramps up over this time.
+    #[serde(with = "millis", default)]
+    pub slow_start: Duration,
+    /// Active health checks.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
     /// Time allowed to establish a connection (502 beyond).
     #[serde(with = "millis", default = "d2s")]
     pub connect_timeout: Duration,
@@ -257,6 +307,115 @@ pub struct UpstreamConfig {
     /// Header rules for responses that came from this pool.
     #[serde(default)]
     pub response_headers: RulesConfig,
+}
+
+/// One server of a pool: an address, or an address with a weight and a
+/// backup flag.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServerEntry {
+    /// `"host:port"`: weight 1, not a backup.
+    Addr(SocketAddr),
+    /// The table form.
+    Full {
+        /// The address.
+        addr: SocketAddr,
+        /// Its share relative to the others (1–100).
+        #[serde(default = "one_u32")]
+        weight: u32,
+        /// Used only when every primary server is down.
+        #[serde(default)]
+        backup: bool,
+    },
+}
+
+impl ServerEntry {
+    /// The address, weight and backup flag.
+    pub fn parts(&self) -> (SocketAddr, u32, bool) {
+        match *self {
+            ServerEntry::Addr(a) => (a, 1, false),
+            ServerEntry::Full {
+                addr,
+                weight,
+                backup,
+            } => (addr, weight.clamp(1, 100), backup),
+        }
+    }
+}
+
+/// A pool's selection algorithm (docs/load-balancing.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Round robin, smooth weighted when weights differ.
+    #[default]
+    RoundRobin,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
+    /// The less loaded of two random servers.
+    RandomTwo,
+    /// Consistent hashing of a request key.
+    Hash,
+    /// The first eligible server in configured order.
+    First,
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum HashKey {
+    /// The client address (after `trusted_proxies`).
+    ClientIp,
+    /// A request header field (lower-case name).
+    Header {
+        /// The field.
+        name: String,
+    },
+    /// A cookie.
+    Cookie {
+        /// The cookie.
+        name: String,
+    },
+}
+
+/// `[upstreams.NAME.health_check]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: HealthCheckKind,
+    /// The path asked (http).
+    #[serde(default = "slash")]
+    pub path: String,
+    /// The `Host` sent (http); default the server's address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Accepted statuses, inclusive.
+    #[serde(default = "ok_range")]
+    pub status: (u16, u16),
+    /// Time between checks.
+    #[serde(with = "millis", default = "d5s")]
+    pub interval: Duration,
+    /// Time one check may take.
+    #[serde(with = "millis", default = "d2s")]
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up.
+    #[serde(default = "two")]
+    pub rise: u32,
+    /// Consecutive failures that take an up server down.
+    #[serde(default = "three")]
+    pub fall: u32,
+}
+
+/// How a health check probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// An HTTP request.
+    Http,
+    /// A TCP connect.
+    Tcp,
 }
 
 /// One `[[routes]]` entry (see docs/routing.md for what each key means).
@@ -379,6 +538,42 @@ fn sixty_four() -> usize {
 fn thousand() -> u32 {
     1000
 }
+fn one_u32() -> u32 {
+    1
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn five() -> u32 {
+    5
+}
+fn ten() -> u32 {
+    10
+}
+fn fifty() -> u32 {
+    50
+}
+fn fifth() -> f64 {
+    0.2
+}
+fn slash() -> String {
+    "/".to_owned()
+}
+fn ok_range() -> (u16, u16) {
+    (200, 399)
+}
+fn d1s() -> Duration {
+    Duration::from_secs(1)
+}
+fn d5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d300s() -> Duration {
+    Duration::from_secs(300)
+}
 fn ten_thousand() -> usize {
     10_000
 }
@@ -440,7 +635,7 @@ mod tests {
         assert_eq!(cfg.routes[0].upstream.as_deref(), Some("app"));
         assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/"));
         assert!(cfg.routes[0].hosts.is_empty());
-        assert_eq!(cfg.natives, ["router", "headers", "auth"]);
+        assert_eq!(cfg.natives, ["router", "headers", "auth", "balancer"]);
     }
 
     #[test]

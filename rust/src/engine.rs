@@ -36,6 +36,11 @@ impl Engine {
         Ok(Engine { config, proxy })
     }
 
+    /// The compiled request path (for statistics).
+    pub fn proxy(&self) -> Arc<Proxy> {
+        self.proxy.clone()
+    }
+
     /// Bind every configured listener.
     pub fn listen(&self) -> io::Result<Vec<std::net::TcpListener>> {
         self.config

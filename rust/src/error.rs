@@ -58,6 +58,8 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// The upstream closed or reset the connection before the response was complete.
     UpstreamClosed,
+    /// The pool is at a concurrency limit and its queue is full or timed out.
+    Overloaded,
     /// A plugin's hook failed and its policy fails the request.
     Plugin,
     /// A failure inside the proxy.
@@ -83,6 +85,7 @@ impl ErrorKind {
             | ErrorKind::UpstreamProtocol
             | ErrorKind::UpstreamClosed => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Plugin | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,7 +108,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamProtocol
-            | ErrorKind::UpstreamClosed => ErrorSource::Upstream,
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::Overloaded => ErrorSource::Upstream,
         }
     }
 }

@@ -298,12 +298,13 @@ pub trait Hooks: Send + Sync {
         seg: usize,
     ) -> HookFuture<'a, Result<Option<Response<ProxyBody>>>>;
 
-    /// `rproxy_select_upstream`: one of `candidates` to try first, or `None`.
+    /// `rproxy_select_upstream` (the steps before the native balancer):
+    /// the index in `candidates` of the server for this attempt, or `None`.
     fn select_upstream<'a>(
         &'a self,
         ex: &'a mut Exchange,
-        candidates: &'a [SocketAddr],
-    ) -> HookFuture<'a, Result<Option<SocketAddr>>>;
+        candidates: &'a [crate::upstream::Candidate],
+    ) -> HookFuture<'a, Result<Option<usize>>>;
 
     /// `rproxy_upstream_request` (segment `seg`): change `out` in place.
     fn upstream_request<'a>(

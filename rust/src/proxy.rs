@@ -7,6 +7,7 @@
 //! select_upstream → upstream_request → upstream → upstream_response →
 //! response → (sent) → log, and error when something fails.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -33,7 +34,9 @@ use crate::request_id::RequestId;
 use crate::response;
 use crate::route::{Decision, RouteTable, Subject, normalize_path};
 use crate::server::ConnInfo;
-use crate::upstream::{ExchangeError, OutBody, UpgradeTunnel, Upstream, UpstreamBody};
+use crate::upstream::{
+    ExchangeError, Leases, OutBody, ServerLease, UpgradeTunnel, Upstream, UpstreamBody, balance_key,
+};
 
 /// Request extension: the client asked for a protocol upgrade (WebSocket).
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +101,19 @@ impl Proxy {
         for u in &self.upstreams {
             u.sweep();
         }
+    }
+
+    /// Every pool's statistics, by name.
+    pub fn upstream_stats(&self) -> Vec<crate::upstream::PoolStats> {
+        self.upstreams.iter().map(|u| u.stats()).collect()
+    }
+
+    /// Start the active health checks of every pool that has them.
+    pub(crate) fn spawn_health_checks(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.upstreams
+            .iter()
+            .flat_map(crate::upstream::spawn_checks)
+            .collect()
     }
 
     /// The pool called `name`.
@@ -331,7 +347,7 @@ impl Proxy {
 
     async fn forward<X: InFlight>(
         &self,
-        upstream: &Upstream,
+        upstream: &Arc<Upstream>,
         ex: &mut X,
         body: RequestBody,
         hooks: Option<&dyn Hooks>,
@@ -339,35 +355,150 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>> {
         let upgrade = ex.parts().extensions.get::<UpgradeRequested>().is_some();
         let method = ex.parts().method.clone();
-        let declared_body = ex.parts().headers.contains_key(header::CONTENT_LENGTH)
-            || ex.parts().headers.contains_key(header::TRANSFER_ENCODING)
-            || matches!(method, Method::POST | Method::PUT | Method::PATCH);
-
         let mut out = prebuffer(body, self.request_buffer_size).await?;
-
-        // Which server first: a hook's choice, or the pool's own order.
-        let mut first = None;
-        if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
-            if hooks.has(Phase::SelectUpstream) {
-                let candidates: Vec<SocketAddr> = upstream.servers.iter().map(|s| s.addr).collect();
-                if let Some(addr) = hooks.select_upstream(ex, &candidates).await? {
-                    first = Some(
-                        upstream
-                            .servers
-                            .iter()
-                            .position(|s| s.addr == addr)
-                            .ok_or_else(|| {
-                                Error::new(
-                                    ErrorKind::Plugin,
-                                    "rproxy_select_upstream chose a server outside the pool",
-                                )
-                            })?,
-                    );
+        let framing = Framing::of(&out, ex.parts());
+        let mut request_lease = upstream.admit().await?;
+        let key = upstream.hash_key_spec().and_then(|spec| {
+            let (parts, conn) = (ex.parts(), ex.conn());
+            balance_key(spec, parts, || headers::client_ip(parts, conn)).map(Cow::into_owned)
+        });
+        let idempotent = matches!(
+            method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::TRACE
+                | Method::PUT
+                | Method::DELETE
+        );
+        let selecting = hooks.filter(|h| h.has_at(Phase::SelectUpstream, 0));
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = None;
+        loop {
+            let eligible = upstream.eligible(&tried);
+            if eligible.cands.is_empty() {
+                if eligible.at_capacity {
+                    upstream.wait_for_server(&tried).await?;
+                    continue;
                 }
+                break;
             }
+            if !tried.is_empty() && !upstream.try_retry() {
+                break;
+            }
+            // A hook's choice, or the pool's own.
+            let mut chosen = None;
+            if let (Some(hooks), Some(exchange)) = (selecting, ex.exchange()) {
+                chosen = hooks
+                    .select_upstream(exchange, &eligible.cands)
+                    .await?
+                    .map(|k| eligible.cands[k].index);
+            }
+            let Some(i) = chosen.or_else(|| upstream.choose(&eligible.cands, key.as_deref()))
+            else {
+                break;
+            };
+            tried.push(i);
+            let last_try = tried.len() > upstream.retries as usize;
+            let server = &upstream.servers[i];
+            let lease = ServerLease::new(server);
+            ex.set_upstream(server.addr);
+            let head = self
+                .upstream_head(ex, upstream, hooks, &rewrite, framing, upgrade)
+                .await?;
+            // Connect failures may be retried whatever the method: nothing was sent.
+            let mut conn = match upstream.connection(server).await {
+                Ok(c) => c,
+                Err(e) => {
+                    log::debug!("upstream {} server {}: {e}", upstream.name, server.addr);
+                    upstream.record(i, true);
+                    last_error = Some(e);
+                    if last_try {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut retried_fresh = false;
+            let sent_at = Instant::now();
+            let error = loop {
+                match conn
+                    .exchange(&head, &mut out, &method, &upstream.timeouts)
+                    .await
+                {
+                    Ok((mut resp, sent_all)) => {
+                        upstream.record(i, upstream.fail_on_5xx() && resp.status.is_server_error());
+                        if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
+                            ex.upstream_time = Some(sent_at.elapsed());
+                            if hooks.has(Phase::UpstreamResponse)
+                                && resp.status != StatusCode::SWITCHING_PROTOCOLS
+                            {
+                                hooks
+                                    .upstream_response(ex, &mut resp.status, &mut resp.headers)
+                                    .await?;
+                            }
+                        }
+                        let leases = Leases {
+                            _request: request_lease.take(),
+                            _server: lease,
+                        };
+                        return finish(conn, resp, sent_all, upgrade, upstream, leases);
+                    }
+                    Err(ExchangeError { error, stale }) => {
+                        // A pooled connection the server had closed: the
+                        // request never arrived, so send it once more on a
+                        // fresh connection when that is safe.
+                        if stale && !retried_fresh && idempotent && out.replayable() {
+                            retried_fresh = true;
+                            match upstream.connect(server).await {
+                                Ok(fresh) => {
+                                    conn = fresh;
+                                    continue;
+                                }
+                                Err(e) => break e,
+                            }
+                        }
+                        break error;
+                    }
+                }
+            };
+            if error.source_side() == ErrorSource::Upstream {
+                upstream.record(i, true);
+            }
+            // A reset before the response head: safe to send again elsewhere
+            // only for an idempotent method with the whole body in memory.
+            let again = matches!(
+                error.kind(),
+                ErrorKind::UpstreamClosed | ErrorKind::UpstreamConnect
+            ) && idempotent
+                && out.replayable()
+                && !last_try;
+            if !again {
+                return Err(error);
+            }
+            log::debug!(
+                "upstream {} server {}: {error}; retrying",
+                upstream.name,
+                server.addr
+            );
+            last_error = Some(error);
         }
-        let start = first.unwrap_or_else(|| upstream.next_start());
+        Err(last_error
+            .unwrap_or_else(|| Error::new(ErrorKind::UpstreamConnect, "no upstream server")))
+    }
 
+    /// The request head to send to the server just chosen (`ex`'s upstream),
+    /// after the upstream_request steps.
+    async fn upstream_head<X: InFlight>(
+        &self,
+        ex: &mut X,
+        upstream: &Upstream,
+        hooks: Option<&dyn Hooks>,
+        rewrite: &Rewrite,
+        framing: Framing,
+        upgrade: bool,
+    ) -> Result<Bytes> {
+        let method = &ex.parts().method;
         let mut head = BytesMut::with_capacity(512);
         let hooked = hooks.filter(|h| h.has(Phase::UpstreamRequest));
         let natives = native_order(Phase::UpstreamRequest).len();
@@ -381,8 +512,8 @@ impl Proxy {
                 rewrite.host.as_deref(),
                 &upstream.default_host,
             );
-            let target = match rewrite.path {
-                Some(path) => path,
+            let target = match &rewrite.path {
+                Some(path) => path.clone(),
                 None => origin_target(ex.parts()).to_owned(),
             };
             let mut outbound = Outbound {
@@ -390,7 +521,6 @@ impl Proxy {
                 target,
                 headers: fields,
             };
-            ex.set_upstream(upstream.servers[start].addr);
             for k in 0..=natives {
                 if let (Some(hooks), Some(exchange)) = (hooked, ex.exchange()) {
                     if hooks.has_at(Phase::UpstreamRequest, k) {
@@ -409,7 +539,7 @@ impl Proxy {
                 .path
                 .as_deref()
                 .unwrap_or_else(|| origin_target(ex.parts()));
-            encode::write_request_line(&mut head, &method, target);
+            encode::write_request_line(&mut head, method, target);
             headers::write_upstream_fields(
                 &mut head,
                 ex.parts(),
@@ -419,84 +549,48 @@ impl Proxy {
                 &upstream.default_host,
             );
         }
-        match (&out.rest, out.chunked) {
-            (_, true) => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-            (Some(rest), false) => {
-                let total = out.prefix.iter().map(|b| b.len() as u64).sum::<u64>()
-                    + rest.size_hint().exact().unwrap_or(0);
+        match framing {
+            Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            Framing::Length(total) => {
                 head.extend_from_slice(b"content-length: ");
                 encode::write_decimal(&mut head, total);
                 head.extend_from_slice(b"\r\n");
             }
-            (None, false) => {
-                let total = out.prefix.iter().map(|b| b.len() as u64).sum::<u64>();
-                if total > 0 || declared_body {
-                    head.extend_from_slice(b"content-length: ");
-                    encode::write_decimal(&mut head, total);
-                    head.extend_from_slice(b"\r\n");
-                }
-            }
+            Framing::None => {}
         }
         head.extend_from_slice(b"\r\n");
-        let head = head.freeze();
+        Ok(head.freeze())
+    }
+}
 
-        let idempotent = matches!(
-            method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        );
-        let mut last_error = None;
-        for server in upstream.order_from(start) {
-            // Connect failures are retried on the next server: nothing was sent.
-            let mut conn = match upstream.connection(server).await {
-                Ok(c) => c,
-                Err(e) => {
-                    log::debug!("upstream {} server {}: {e}", upstream.name, server.addr);
-                    last_error = Some(e);
-                    continue;
-                }
-            };
-            let mut retried_fresh = false;
-            let sent_at = Instant::now();
-            loop {
-                match conn
-                    .exchange(&head, &mut out, &method, &upstream.timeouts)
-                    .await
-                {
-                    Ok((mut resp, sent_all)) => {
-                        ex.set_upstream(server.addr);
-                        if let (Some(hooks), Some(ex)) = (hooks, ex.exchange()) {
-                            ex.upstream_time = Some(sent_at.elapsed());
-                            if hooks.has(Phase::UpstreamResponse)
-                                && resp.status != StatusCode::SWITCHING_PROTOCOLS
-                            {
-                                hooks
-                                    .upstream_response(ex, &mut resp.status, &mut resp.headers)
-                                    .await?;
-                            }
-                        }
-                        return finish(conn, resp, sent_all, upgrade, upstream);
-                    }
-                    Err(ExchangeError { error, stale }) => {
-                        // A pooled connection the server had closed: the
-                        // request never arrived, so send it once more on a
-                        // fresh connection when that is safe.
-                        if stale && !retried_fresh && idempotent && out.replayable() {
-                            retried_fresh = true;
-                            conn = upstream.connect(server).await?;
-                            continue;
-                        }
-                        return Err(error);
-                    }
+/// How the request body is framed upstream.
+#[derive(Clone, Copy)]
+enum Framing {
+    Chunked,
+    Length(u64),
+    None,
+}
+
+impl Framing {
+    fn of(out: &OutBody, parts: &request::Parts) -> Self {
+        let buffered = || out.prefix.iter().map(|b| b.len() as u64).sum::<u64>();
+        match (&out.rest, out.chunked) {
+            (_, true) => Framing::Chunked,
+            (Some(rest), false) => {
+                Framing::Length(buffered() + rest.size_hint().exact().unwrap_or(0))
+            }
+            (None, false) => {
+                let total = buffered();
+                let declared = parts.headers.contains_key(header::CONTENT_LENGTH)
+                    || parts.headers.contains_key(header::TRANSFER_ENCODING)
+                    || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+                if total > 0 || declared {
+                    Framing::Length(total)
+                } else {
+                    Framing::None
                 }
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| Error::new(ErrorKind::UpstreamConnect, "no upstream server")))
     }
 }
 
@@ -652,6 +746,7 @@ fn finish(
     sent_all: bool,
     upgrade: bool,
     upstream: &Upstream,
+    leases: Leases,
 ) -> Result<Response<ProxyBody>> {
     let ResponseHead {
         status,
@@ -676,7 +771,8 @@ fn finish(
     }
     headers::clean_response(&mut headers, false);
     let reusable = keep_alive && sent_all && !upgrade;
-    let body = UpstreamBody::new(conn, framing, reusable, upstream.timeouts.body_idle);
+    let body =
+        UpstreamBody::new(conn, framing, reusable, upstream.timeouts.body_idle).holding(leases);
     let mut resp = Response::new(ProxyBody::upstream(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

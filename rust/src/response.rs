@@ -73,6 +73,10 @@ pub(crate) fn error(err: &Error) -> Response<ProxyBody> {
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if err.kind() == crate::error::ErrorKind::Overloaded {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     if err.source_side() == ErrorSource::Downstream {
         resp.extensions_mut().insert(CloseConnection);
     }

@@ -11,6 +11,7 @@ use rproxy_engine::body::ProxyBody;
 use rproxy_engine::hooks::{
     ErrorSummary, Exchange, HookFuture, Hooks, LogRecord, Outbound, Phase, RouteDecision,
 };
+use rproxy_engine::upstream::Candidate;
 use rproxy_engine::{Engine, EngineConfig, Error, ErrorKind, RunningEngine};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -128,9 +129,9 @@ impl Hooks for TestHooks {
     fn select_upstream<'a>(
         &'a self,
         _: &'a mut Exchange,
-        candidates: &'a [SocketAddr],
-    ) -> HookFuture<'a, Result<Option<SocketAddr>, Error>> {
-        Box::pin(async move { Ok(candidates.last().copied()) })
+        candidates: &'a [Candidate],
+    ) -> HookFuture<'a, Result<Option<usize>, Error>> {
+        Box::pin(async move { Ok(candidates.len().checked_sub(1)) })
     }
 
     fn upstream_request<'a>(

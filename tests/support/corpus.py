@@ -29,6 +29,24 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from rproxy.testing.origin import Received, Reply
 
 POOLS = ("a", "b", "c")
+#: Pools of several servers, one per algorithm (docs/load-balancing.md):
+#: each server's (weight, backup), and the pool's settings. The origins of
+#: pool P are named "P.0", "P.1", ... and say so in X-Origin.
+LB_POOLS: dict[str, tuple[tuple[tuple[int, bool], ...], dict[str, Any]]] = {
+    "lb-rr": (((2, False), (1, False), (1, False), (1, True)), {}),
+    "lb-lc": (((1, False), (2, False), (1, False)), {"balance": "least_conn"}),
+    "lb-hash": (((1, False), (1, False), (3, False)), {"balance": "hash", "hash_key": "header:X-User"}),
+    "lb-cookie": (((1, False),) * 3, {"balance": "hash", "hash_key": "cookie:uid"}),
+    "lb-ip": (((1, False),) * 4, {"balance": "hash"}),
+    "lb-first": (((1, False), (1, False)), {"balance": "first"}),
+}
+
+
+def lb_servers() -> list[str]:
+    """The origin names of the pools of :data:`LB_POOLS`."""
+    return [f"{pool}.{i}" for pool, (servers, _) in LB_POOLS.items() for i in range(len(servers))]
+
+
 #: The pool of the auth service of forward auth (:func:`auth_service`).
 AUTH_POOL = "sso"
 
@@ -99,6 +117,7 @@ def routes() -> list[dict[str, Any]]:
         {"path_prefix": "/maint", "respond": {"status": 503, "headers": {"retry-after": "60"}, "body": "later"}},
         {"methods": ["DELETE"], "respond": {"status": 405, "body": "no deletes"}},
         {"path_prefix": "/static/", "upstream": "c"},
+        *({"path_prefix": f"/lb/{pool[3:]}/", "upstream": pool} for pool in LB_POOLS),
         *auth_routes(),
         {"path": "/", "upstream": "a"},
     ]
@@ -201,7 +220,13 @@ def config(origins: dict[str, str], folder: Path) -> dict[str, Any]:
     by_path["/static/"].update(cors=False, request_headers={"remove": ["x-debug"], "set": {"host": "static.$host"}})
     by_path["/canary/"]["cors"] = {"origins": ["*"], "headers": ["*"], "max_age": "90.5s"}
     by_path["/sticky/"]["cors"] = {"origins": ["*"], "methods": ["GET", "PUT"], "expose": ["x-origin"]}
-    upstreams: dict[str, Any] = {name: {"servers": [addr]} for name, addr in origins.items()}
+    upstreams: dict[str, Any] = {name: {"servers": [addr]} for name, addr in origins.items() if "." not in name}
+    for pool, (servers, settings) in LB_POOLS.items():
+        entries = [
+            {"address": origins[f"{pool}.{i}"], "weight": weight, "backup": backup}
+            for i, (weight, backup) in enumerate(servers)
+        ]
+        upstreams[pool] = {"servers": entries, **settings}
     upstreams["b"]["request_headers"] = {"set": {"x-pool": "$upstream"}, "add": {"x-trail": "pool"}}
     upstreams["b"]["response_headers"] = {"add": {"x-trail": "pool"}, "remove": ["x-origin-only"]}
     return {
@@ -427,4 +452,25 @@ def requests(n: int = 400, seed: int = 20261128) -> list[Case]:
         cases.append(Case(method, path, host, rng.choice(_HEADER_SETS)))
     for method in ("OPTIONS", "GET"):
         cases += [Case(method, p, "www.example.net", h) for p in _CORS_PATHS for h in _CORS_HEADER_SETS]
-    return cases + _auth_cases()
+    return cases + _auth_cases() + _lb_cases()
+
+
+def _lb_cases() -> list[Case]:
+    """Every balanced pool, with and without its hash keys."""
+    keys = [
+        *_HEADER_SETS,
+        *((("X-Forwarded-For", f"198.51.100.{i}"),) for i in range(1, 9)),
+        (("X-Forwarded-For", "2001:db8::1"),),
+        (("X-Forwarded-For", "203.0.113.9, 10.0.0.1"),),
+        (("Cookie", "uid="),),
+        (("Cookie", "uid"), ("X-User", "")),
+    ]
+    cases = [
+        Case(method, f"/lb/{pool[3:]}/{i}", "www.example.net", headers)
+        for pool in LB_POOLS
+        for i, headers in enumerate(keys * 2)
+        for method in ("GET", "POST")
+    ]
+    # Enough clients that each server of the ring (its ports differ from run to run) gets some.
+    clients = [(("X-Forwarded-For", f"192.0.2.{i}"),) for i in range(48)]
+    return cases + [Case("GET", "/lb/ip/", "www.example.net", c) for c in clients]

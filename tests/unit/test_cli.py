@@ -1,7 +1,9 @@
-"""The rproxy command: check, init, and the generated key reference."""
+"""The rproxy command: check, init, upstreams, and the generated key reference."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import rproxy
 from rproxy import cli
 from rproxy.docs import render_hooks
 from rproxy.starter import render_reference
+from rproxy.stats import stats_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,3 +57,60 @@ def test_generated_docs_are_current() -> None:
 def test_console_script_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "rproxy", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("rproxy ")
+
+
+def _server(address: str, state: str, requests: int, **more: object) -> dict[str, object]:
+    counters = {"in_flight": 0, "failures": 0, "ejections": 0, "ramp": 1.0, **more}
+    return {"address": address, "weight": 1, "backup": False, "state": state, "requests": requests, **counters}
+
+
+def test_upstreams_sums_the_live_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    Path("proxy.toml").write_text('[upstreams.app]\nservers = ["127.0.0.1:9001"]\n[[routes]]\nupstream = "app"\n')
+    assert cli.main(["upstreams"]) == 1
+    assert capsys.readouterr().err == "rproxy: error: no running proxy of proxy.toml is reporting statistics\n"
+
+    directory = stats_dir(rproxy.load("proxy.toml"))
+    directory.mkdir(parents=True)
+    pool = {"pool": "app", "retries": 1, "retries_refused": 0, "overloaded": 2, "in_flight": 1, "pending": 0}
+    one = {
+        **pool,
+        "requests": 10,
+        "servers": [
+            _server("127.0.0.1:9001", "up", 6, weight=3, in_flight=1),
+            _server("[::1]:9002", "up", 4, failures=1),
+            _server("127.0.0.1:9003", "up", 0, backup=True),
+        ],
+    }
+    two = {
+        **pool,
+        "requests": 7,
+        "retries_refused": 1,
+        "servers": [
+            _server("127.0.0.1:9001", "up", 5, weight=3),
+            _server("[::1]:9002", "ejected", 2, failures=5, ejections=1, ramp=0.5),
+            _server("127.0.0.1:9003", "up", 0, backup=True),
+        ],
+    }
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    for name, pid, pools in [("1", os.getpid(), [one]), ("2", os.getpid(), [two]), ("3", gone.pid, [one])]:
+        (directory / f"worker-{name}.json").write_text(json.dumps({"pid": pid, "steps": [], "upstreams": pools}))
+    assert cli.main(["upstreams", "proxy.toml"]) == 0
+    assert capsys.readouterr().out == (
+        "2 worker(s) reporting\n"
+        "\n"
+        "pool app: 17 requests, 2 retries (1 refused by the budget), 4 overloaded, 2 in flight, 0 pending\n"
+        "  server                   weight  state       in flight   requests  failures  ejections  ramp\n"
+        "  127.0.0.1:9001                3  up                  1         11         0          0  1.00\n"
+        "  [::1]:9002                    1  up/ejected          0          6         6          1  0.50\n"
+        "  127.0.0.1:9003 (backup)       1  up                  0          0         0          0  1.00\n"
+    )
+    # Workers of an engine without pool statistics (or before its first report).
+    (directory / "worker-2.json").unlink()
+    (directory / "worker-1.json").write_text(json.dumps({"pid": os.getpid(), "steps": []}))
+    assert cli.main(["upstreams"]) == 0
+    assert capsys.readouterr().out == "1 worker(s) reporting\n\n(no pool has reported yet)\n"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import rproxy
 from rproxy import cli
 from rproxy._toml_positions import Positions
-from rproxy.config import Address, parse_duration, parse_size
+from rproxy.config import Address, HashKey, HealthCheck, Server, parse_duration, parse_size
 from rproxy.errors import ConfigError
 
 GOLDEN = Path(__file__).parent.parent / "golden" / "config"
@@ -126,7 +126,7 @@ upstream = "a"
     assert cfg.server.max_body_size == 128 << 20
     assert cfg.server.max_header_bytes == 64 << 10
     assert cfg.upstreams["a"].connect_timeout == 0.25
-    assert cfg.upstreams["a"].servers == (Address("127.0.0.1", 9000),)
+    assert cfg.upstreams["a"].servers == (Server(Address("127.0.0.1", 9000)),)
     assert cfg.upstreams["b"].connect_timeout == 1
     assert cfg.upstreams["b"].response_timeout == 30
     assert str(cfg.upstreams["b"].servers[0]) == "[::1]:9001"
@@ -409,3 +409,114 @@ dirs = []
 def test_unreadable_file() -> None:
     with pytest.raises(ConfigError, match=r"missing\.toml:0:0: error: cannot read: No such file or directory"):
         rproxy.load("missing.toml")
+
+
+def test_pools_balancing_and_health_keys() -> None:
+    cfg = rproxy.loads("""
+[defaults.upstream]
+balance = "hash"
+retries = 1
+health_check = { type = "tcp", interval = "1s" }
+
+[upstreams.app]
+servers = [
+  "127.0.0.1:9001",
+  { address = "127.0.0.1:9002", weight = 3 },
+  { address = "[::1]:9003", backup = true },
+]
+hash_key = "header:X-User"
+retry_budget = 1
+max_requests = 100
+max_pending = 10
+queue_timeout = "250ms"
+fail_on_5xx = true
+eject_time = "5s"
+eject_time_max = "1m"
+max_ejected_percent = 100
+slow_start = "30s"
+
+[upstreams.app.health_check]
+type = "http"
+path = "/health?deep=1"
+host = "app.internal"
+status = 204
+
+[upstreams.sticky]
+servers = ["127.0.0.1:9004"]
+
+[upstreams.plain]
+servers = ["127.0.0.1:9005"]
+balance = "least_conn"
+health_check = { type = "http", status = "200-299" }
+
+[[routes]]
+upstream = "app"
+
+[plugins]
+dirs = []
+""")
+    app, sticky, plain = (cfg.upstreams[n] for n in ("app", "sticky", "plain"))
+    assert app.servers == (
+        Server(Address("127.0.0.1", 9001)),
+        Server(Address("127.0.0.1", 9002), weight=3),
+        Server(Address("::1", 9003), backup=True),
+    )
+    assert (app.balance, app.hash_key, app.retries, app.retry_budget) == ("hash", HashKey("header", "x-user"), 1, 1.0)
+    assert app.health_check == HealthCheck("http", "/health?deep=1", "app.internal", (204, 204))
+    assert (sticky.balance, sticky.hash_key) == ("hash", HashKey("client_ip")), "client_ip by default"
+    assert sticky.health_check == HealthCheck("tcp", interval=1.0), "inherited whole"
+    assert (plain.balance, plain.hash_key, plain.retries) == ("least_conn", None, 1)
+    engine = cfg.engine_config()["upstreams"]
+    own = {k: v for k, v in engine["app"].items() if k not in ("request_headers", "response_headers")}
+    assert own == {
+        "servers": [
+            {"addr": "127.0.0.1:9001", "weight": 1, "backup": False},
+            {"addr": "127.0.0.1:9002", "weight": 3, "backup": False},
+            {"addr": "[::1]:9003", "weight": 1, "backup": True},
+        ],
+        "balance": "hash",
+        "hash_key": {"kind": "header", "name": "x-user"},
+        "retries": 1,
+        "retry_budget": 1.0,
+        "retry_budget_min": 10,
+        "max_requests": 100,
+        "max_requests_per_server": 0,
+        "max_pending": 10,
+        "queue_timeout": 250,
+        "max_fails": 5,
+        "fail_on_5xx": True,
+        "eject_time": 5000,
+        "eject_time_max": 60_000,
+        "max_ejected_percent": 100,
+        "slow_start": 30_000,
+        "health_check": {
+            "type": "http",
+            "path": "/health?deep=1",
+            "host": "app.internal",
+            "status": [204, 204],
+            "interval": 5000,
+            "timeout": 2000,
+            "rise": 2,
+            "fall": 3,
+        },
+        "connect_timeout": 2000,
+        "response_timeout": 30_000,
+        "body_idle_timeout": 60_000,
+        "keepalive": 64,
+        "keepalive_timeout": 60_000,
+        "keepalive_requests": 1000,
+    }
+    assert engine["sticky"]["hash_key"] == {"kind": "client_ip"}
+    assert engine["sticky"]["health_check"]["type"] == "tcp"
+    assert engine["plain"]["hash_key"] is None
+    assert engine["plain"]["health_check"]["status"] == [200, 299]
+    defaults = rproxy.loads('[upstreams.a]\nservers = ["127.0.0.1:1"]\n[[routes]]\nupstream = "a"\n')
+    pool = defaults.engine_config()["upstreams"]["a"]
+    assert (pool["balance"], pool["hash_key"], pool["health_check"], pool["retries"]) == ("round_robin", None, None, 2)
+    assert (pool["retry_budget"], pool["queue_timeout"], pool["eject_time_max"], pool["slow_start"]) == (
+        0.2,
+        1000,
+        300_000,
+        0,
+    )
+    rproxy.Engine(cfg)

@@ -40,7 +40,7 @@ import tomli_w
 import rproxy
 from rproxy._engine import Request, Response
 from rproxy.config import Config
-from rproxy.plan import ErrorInfo, Route
+from rproxy.plan import Candidate, ErrorInfo, Route
 from rproxy.plugins import LoadedPlugins, load_plugins
 
 __all__ = [
@@ -229,12 +229,14 @@ class Simulator:
             return refusal  # type: ignore[no-any-return]
         if route.respond is not None or pool is None:
             return route.respond
-        candidates = [str(s) for s in pool.servers]
+        # Every server is up in the kit, and idle: the candidates are the primaries.
+        candidates = [Candidate(str(s.address), s.weight, s.backup, 0, 1.0) for s in pool.servers if not s.backup]
         chosen = self.hook.rproxy_select_upstream(request=req, route=route, candidates=candidates, ctx=ctx)
         if chosen is not None and chosen not in candidates:
             result.error = ErrorInfo("Plugin", "plugin", 500, f"{chosen!r} is not a candidate")
             return None
-        result.upstream = chosen or candidates[0]
+        # The built-in balancer always chooses; without it (disabled) the first candidate does.
+        result.upstream = str(chosen) if chosen is not None else str(candidates[0])
         req._set_routing_for_testing(route.name or "", route.upstream, result.upstream)
         outbound = Request._for_testing(
             req.method,

@@ -37,6 +37,7 @@ pub fn native_order(phase: Phase) -> &'static [&'static str] {
     match phase {
         Phase::Route => &["router"],
         Phase::Access => &["headers", "auth"],
+        Phase::SelectUpstream => &["balancer"],
         Phase::UpstreamRequest | Phase::Response => &["headers"],
         _ => &[],
     }

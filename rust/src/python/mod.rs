@@ -23,6 +23,7 @@ use plan::PyHooks;
 #[pyclass(name = "Engine", module = "rproxy._engine")]
 struct PyEngine {
     engine: Mutex<Option<Engine>>,
+    proxy: Arc<crate::proxy::Proxy>,
     running: Mutex<Option<RunningEngine>>,
     hooks: Option<Arc<PyHooks>>,
 }
@@ -46,10 +47,19 @@ impl PyEngine {
         let dyn_hooks = hooks.clone().map(|h| h as Arc<dyn Hooks>);
         let engine = Engine::with_hooks(config, dyn_hooks).map_err(PyValueError::new_err)?;
         Ok(PyEngine {
+            proxy: engine.proxy(),
             engine: Mutex::new(Some(engine)),
             running: Mutex::new(None),
             hooks,
         })
+    }
+
+    /// Every pool's statistics: a list of dicts (docs/load-balancing.md).
+    fn upstream_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let stats = self.proxy.upstream_stats();
+        let json =
+            serde_json::to_string(&stats).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        py.import("json")?.call_method1("loads", (json,))
     }
 
     /// Counters of every hook step: a list of dicts with ``hook``,

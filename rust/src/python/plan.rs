@@ -8,14 +8,13 @@
 //! is handed to the worker's asyncio loop thread and awaited with its
 //! timeout while the engine thread serves other requests.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Response, StatusCode};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -27,6 +26,7 @@ use crate::hooks::{
     StepReport, StepStats,
 };
 use crate::policy::native_order;
+use crate::upstream::Candidate;
 
 /// An argument a hook implementation can ask for, by name.
 #[derive(Debug, Clone, Copy)]
@@ -714,12 +714,12 @@ impl Hooks for PyHooks {
     fn select_upstream<'a>(
         &'a self,
         ex: &'a mut Exchange,
-        candidates: &'a [SocketAddr],
-    ) -> HookFuture<'a, Result<Option<SocketAddr>>> {
+        candidates: &'a [Candidate],
+    ) -> HookFuture<'a, Result<Option<usize>>> {
         Box::pin(async move {
-            let names: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+            let names: Vec<String> = candidates.iter().map(|c| c.addr.to_string()).collect();
             self.run(
-                self.steps(Phase::SelectUpstream),
+                self.segment(Phase::SelectUpstream, 0),
                 ex,
                 |py, st, ex| {
                     let pool = ex.pool.clone();
@@ -729,9 +729,16 @@ impl Hooks for PyHooks {
                         .filter(|r| !r.name.is_empty())
                         .map(|r| r.name.to_string());
                     Self::enter_request(py, st, ex);
+                    let servers: Vec<(&str, u32, bool, u32, f64)> = candidates
+                        .iter()
+                        .zip(&names)
+                        .map(|(c, n)| (n.as_str(), c.weight, c.backup, c.in_flight, c.ramp))
+                        .collect();
+                    let listed =
+                        self.runtime_call(py, "candidates_for", (pool.clone(), servers))?;
                     Ok(Extras {
                         route: Some(self.runtime_call(py, "route_for", (pool, name))?),
-                        candidates: Some(PyList::new(py, &names)?.into_any().unbind()),
+                        candidates: Some(listed),
                         ..Extras::default()
                     })
                 },
@@ -746,7 +753,7 @@ impl Hooks for PyHooks {
                         ))
                     })?;
                     match names.iter().position(|n| *n == chosen) {
-                        Some(i) => Ok(Some(candidates[i])),
+                        Some(i) => Ok(Some(i)),
                         None => Err(PyValueError::new_err(format!(
                             "rproxy_select_upstream returned {chosen:?}, which is not a candidate ({})",
                             names.join(", ")

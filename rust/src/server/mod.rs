@@ -106,6 +106,7 @@ pub(crate) async fn serve(
             shutdown.clone(),
         ));
     }
+    let checks = ctx.proxy.spawn_health_checks();
     let sweeper = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -133,6 +134,9 @@ pub(crate) async fn serve(
         );
     }
     sweeper.abort();
+    for check in checks {
+        check.abort();
+    }
     if let Some(path) = &ctx.config.stats_file {
         let _ = std::fs::remove_file(path);
     }
@@ -146,10 +150,12 @@ fn write_stats(path: &std::path::Path, proxy: &Proxy) {
     struct Snapshot {
         pid: u32,
         steps: Vec<crate::hooks::StepReport>,
+        upstreams: Vec<crate::upstream::PoolStats>,
     }
     let snapshot = Snapshot {
         pid: std::process::id(),
         steps: proxy.hook_stats(),
+        upstreams: proxy.upstream_stats(),
     };
     let Ok(json) = serde_json::to_vec(&snapshot) else {
         return;

@@ -41,6 +41,16 @@ pub(crate) struct OutBody {
 }
 
 impl OutBody {
+    /// No body.
+    pub(crate) fn empty() -> Self {
+        OutBody {
+            prefix: Vec::new(),
+            trailers: None,
+            rest: None,
+            chunked: false,
+        }
+    }
+
     /// Whether the whole body is in memory, so the request can be sent again.
     pub(crate) fn replayable(&self) -> bool {
         self.rest.is_none()
@@ -353,6 +363,8 @@ pub struct UpstreamBody {
     decoder: Decoder,
     timer: IdleTimer,
     reusable: bool,
+    /// The request's places in its pool's counts, given up when the body ends.
+    leases: Option<super::Leases>,
 }
 
 impl UpstreamBody {
@@ -367,6 +379,7 @@ impl UpstreamBody {
             decoder: Decoder::new(framing),
             timer: IdleTimer::new(idle),
             reusable: reusable && framing != Framing::Close,
+            leases: None,
         };
         if body.decoder.is_done() {
             body.finish();
@@ -374,7 +387,16 @@ impl UpstreamBody {
         body
     }
 
+    /// Hold `leases` until the body ends.
+    pub(crate) fn holding(mut self, leases: super::Leases) -> Self {
+        if self.conn.is_some() {
+            self.leases = Some(leases);
+        }
+        self
+    }
+
     fn finish(&mut self) {
+        self.leases = None;
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.buf.is_empty() && !conn.eof {
                 conn.server.release(conn.io, conn.requests, conn.deadline);
@@ -421,6 +443,7 @@ impl UpstreamBody {
             ),
         };
         self.conn = None;
+        self.leases = None;
         Poll::Ready(Some(Err(err)))
     }
 
