@@ -274,6 +274,18 @@ def test_reset_is_retried_elsewhere_only_for_idempotent_methods(
     assert len(bad.requests) == 4
 
 
+def test_a_streamed_body_is_not_sent_twice(origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
+    bad, good = origins(handlers=[resetter, named("good")])
+    config = pool([bad.addr, good.addr], max_fails=0, balance="first")
+    config["server"]["request_buffer_size"] = "1KiB"
+    engine = start_proxy(config)
+    small = request(engine.addresses[0], "PUT", "/", body=b"x" * 512)
+    assert small.status == 200 and small.body == b"good", "a buffered body is sent again elsewhere"
+    big = request(engine.addresses[0], "PUT", "/", body=b"x" * 20_000)
+    assert big.status == 502, "a body already streamed upstream cannot be replayed"
+    assert len(bad.requests) == 2 and len(good.requests) == 1
+
+
 def test_retry_budget_holds_in_a_full_outage(origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
     os = origins(handlers=[resetter, resetter, resetter])
     engine = start_proxy(pool([o.addr for o in os], retries=2, retry_budget=0.2, retry_budget_min=1, max_fails=0))
