@@ -115,6 +115,11 @@ http {{
         listen 127.0.0.1:{port} reuseport backlog=4096;{extra}
         root {www};
         location / {{ }}
+        # The cache-hit variants ask for /c/1k: the same file, cacheable for an hour.
+        location /c/ {{
+            alias {www}/;
+            add_header Cache-Control "public, max-age=3600";
+        }}
     }}
 }}"""
 
@@ -129,14 +134,23 @@ NGINX_FORWARDING = """
             add_header Via "1.1 nginx";"""
 
 
-def nginx_proxy_conf(port: int, origin: int, forwarding: bool = True) -> str:
+def nginx_proxy_conf(port: int, origin: int, forwarding: bool = True, cache_dir: Path | None = None) -> str:
+    """nginx as a reverse proxy; with ``cache_dir``, with ``proxy_cache`` on
+    (the responses' Cache-Control decides, as in rproxy)."""
     extra = NGINX_FORWARDING if forwarding else ""
+    cache_zone = ""
+    if cache_dir is not None:
+        cache_zone = f"proxy_cache_path {cache_dir} levels=1:2 keys_zone=hits:10m max_size=256m;"
+        extra += """
+            proxy_cache hits;
+            proxy_cache_key $scheme$host$request_uri;"""
     return f"""
 worker_processes 2;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
     keepalive_requests 1000000;
+    {cache_zone}
     upstream origin {{
         server 127.0.0.1:{origin};
         keepalive 64;
@@ -160,6 +174,7 @@ VARIANTS: dict[str, Path | None] = {
     "rproxy+1async": HERE / "plugins" / "one_async",
     "rproxy+gateway": None,
     "rproxy+4servers": None,
+    "rproxy+cache": None,
 }
 #: Python hooks each variant runs per request.
 HOOKS_PER_REQUEST = {
@@ -169,7 +184,10 @@ HOOKS_PER_REQUEST = {
     "rproxy+1async": 1,
     "rproxy+gateway": 0,
     "rproxy+4servers": 0,
+    "rproxy+cache": 0,
 }
+#: Variants measured on cache hits (/c/1k, cacheable), against nginx with proxy_cache.
+CACHED = {"rproxy+cache", "nginx+cache"}
 #: Request header fields wrk sends to a variant.
 WRK_HEADERS = {"rproxy+gateway": ["X-Api-Key: bench-key-2"]}
 
@@ -213,9 +231,15 @@ def gateway_routes() -> str:
 
 
 def rproxy_conf(
-    port: int, origin: int, plugins: Path | None = None, gateway: bool = False, servers: Sequence[int] = ()
+    port: int,
+    origin: int,
+    plugins: Path | None = None,
+    gateway: bool = False,
+    servers: Sequence[int] = (),
+    cache: bool = False,
 ) -> str:
-    """``servers``: the pool's ports (default: just ``origin``)."""
+    """``servers``: the pool's ports (default: just ``origin``); ``cache``:
+    with the cache on for every route."""
     dirs = f'["{plugins}"]' if plugins else "[]"
     routes = (
         GATEWAY.format(routes=gateway_routes())
@@ -226,11 +250,12 @@ path_prefix = "/"
 upstream = "origin"
 """
     )
+    cache_table = '\n[cache]\nenabled = true\nmax_size = "64MiB"\n' if cache else ""
     return f"""
 [server]
 listen = ["127.0.0.1:{port}"]
 workers = 2
-
+{cache_table}
 [upstreams.origin]
 servers = [{", ".join(f'"127.0.0.1:{p}"' for p in (servers or [origin]))}]
 {routes}
@@ -242,6 +267,11 @@ dirs = {dirs}
 def sizes_for(name: str, args: argparse.Namespace) -> tuple[str, ...]:
     """The hook variants are measured on the 1 KiB response (their target) unless --all-sizes."""
     return tuple(SIZES) if name in ("nginx", "rproxy") or args.all_sizes else ("1k",)
+
+
+def target(name: str, size: str) -> str:
+    """What wrk asks ``name`` for: the cacheable copy for the cache variants."""
+    return f"/c/{size}" if name in CACHED else f"/{size}"
 
 
 def pids_of(root: int) -> list[int]:
@@ -342,12 +372,25 @@ def main() -> int:
             procs.append(start_nginx(work, "origin", origin_conf(work, origin_port, spare_ports)))
             procs.append(start_nginx(work, "proxy", nginx_proxy_conf(nginx_port, origin_port, not args.nginx_plain)))
             proxies = {"nginx": (procs[1].pid, nginx_port)}
+            if "rproxy+cache" in args.variants:
+                cache_port = free_port()
+                (work / "nginx-cache").mkdir()
+                conf = nginx_proxy_conf(cache_port, origin_port, not args.nginx_plain, work / "nginx-cache")
+                procs.append(start_nginx(work, "proxycache", conf))
+                proxies["nginx+cache"] = (procs[-1].pid, cache_port)
             for variant in args.variants:
                 port = free_port()
                 conf = work / f"{variant}.toml"
                 four = [origin_port, *spare_ports] if variant == "rproxy+4servers" else []
                 conf.write_text(
-                    rproxy_conf(port, origin_port, VARIANTS[variant], gateway=variant == "rproxy+gateway", servers=four)
+                    rproxy_conf(
+                        port,
+                        origin_port,
+                        VARIANTS[variant],
+                        gateway=variant == "rproxy+gateway",
+                        servers=four,
+                        cache=variant in CACHED,
+                    )
                 )
                 proc = subprocess.Popen([sys.executable, "-m", "rproxy", "run", str(conf)], stdout=subprocess.DEVNULL)
                 procs.append(proc)
@@ -356,7 +399,8 @@ def main() -> int:
                 wait_port(port)
             for name, (_, port) in proxies.items():
                 for size in sizes_for(name, args):
-                    run_wrk(port, f"/{size}", args.warmup, args.threads, args.connections, WRK_HEADERS.get(name))
+                    headers = WRK_HEADERS.get(name)
+                    run_wrk(port, target(name, size), args.warmup, args.threads, args.connections, headers)
             for rnd in range(1, args.rounds + 1):
                 # Alternate the order, so that drift of the machine within a
                 # round favours no proxy.
@@ -367,8 +411,9 @@ def main() -> int:
                             continue
                         pids = pids_of(pid)
                         before = cpu_ticks(pids)
+                        path, headers = target(name, size), WRK_HEADERS.get(name)
                         requests, rps, p50, p99, errors = run_wrk(
-                            port, f"/{size}", args.duration, args.threads, args.connections, WRK_HEADERS.get(name)
+                            port, path, args.duration, args.threads, args.connections, headers
                         )
                         cpu_us = (cpu_ticks(pids) - before) / CLK_TCK * 1e6 / max(requests, 1)
                         runs.append(Run(name, size, rnd, requests, rps, p50, p99, cpu_us, errors))
@@ -412,7 +457,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for size in SIZES:
-        for proxy in ["nginx", *VARIANTS]:
+        for proxy in ["nginx", *VARIANTS, "nginx+cache"]:
             if not any(r.proxy == proxy and r.size == size for r in runs):
                 continue
             rps, cpu = med(proxy, size, "rps"), med(proxy, size, "cpu_us_per_req")
@@ -441,6 +486,12 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
                         f"{ratio(size, 'cpu_us_per_req', variant, 'rproxy'):.2f}× the CPU-µs/req of plain rproxy "
                         "(median of the per-round ratios)"
                     )
+    if any(r.proxy == "rproxy+cache" for r in runs) and any(r.proxy == "nginx+cache" for r in runs):
+        lines.append(
+            f"rproxy+cache 1k (cache hits): {ratio('1k', 'rps', 'rproxy+cache', 'nginx+cache'):.2f}× the req/s and "
+            f"{ratio('1k', 'cpu_us_per_req', 'rproxy+cache', 'nginx+cache'):.2f}× the CPU-µs/req of nginx "
+            "with proxy_cache (median of the per-round ratios)"
+        )
     errors = sum(r.errors for r in runs)
     lines.append(f"errors (non-2xx or socket) across all runs: {errors}")
     return "\n".join(lines)

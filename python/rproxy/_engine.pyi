@@ -24,6 +24,8 @@ class Engine:
         """Counters of every hook step."""
     def upstream_stats(self) -> list[dict[str, Any]]:
         """Every pool's statistics: requests, retries, limits and each server's state."""
+    def cache_stats(self) -> dict[str, Any] | None:
+        """The cache's figures (``bytes``, ``max_size``, ``keys``), or ``None`` without a cache."""
 
 @final
 class Request:

@@ -36,6 +36,7 @@ __all__ = [
     "AUTH_TYPE_KEYS",
     "BALANCES",
     "BASIC_KEYS",
+    "CACHE_KEYS",
     "CORS_KEYS",
     "DEFAULT_HIDE",
     "FORWARD_KEYS",
@@ -60,6 +61,7 @@ __all__ = [
     "ApiKeyAuth",
     "AuthSettings",
     "BasicAuth",
+    "CacheSettings",
     "Condition",
     "Config",
     "CorsSettings",
@@ -403,6 +405,22 @@ ROUTE_KEYS: tuple[Key, ...] = (
         "client addresses or networks (CIDR) let through; any other client gets 403 (empty: every client)",
     ),
     Key("deny", "cidrs", [], "client addresses or networks (CIDR) refused with 403, checked before `allow`"),
+    Key(
+        "cache",
+        "bool",
+        None,
+        "with `upstream` or `split`: whether this route's responses are cached (docs/caching.md); by default "
+        "as `[cache] enabled` says. Needs a `[cache]` table",
+    ),
+    Key(
+        "cache_ttl",
+        "cache_ttl",
+        None,
+        "with `upstream` or `split`: the freshness lifetime of this route's responses that state none "
+        "(no `max-age`, `s-maxage` or `Expires`), instead of the heuristic; only for heuristically cacheable "
+        "statuses (200 203 204 206 300 301 308 404 405 410 414 501) or `public` responses; whole seconds, "
+        "at least 1s. Needs a `[cache]` table",
+    ),
 )
 
 #: Response fields that name the software behind the proxy; ``[headers] hide`` by default.
@@ -524,6 +542,64 @@ PLUGIN_TABLE_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", "5s", "longest an async hook of this plugin may take before it counts as failed"),
 )
 
+CACHE_KEYS: tuple[Key, ...] = (
+    Key(
+        "enabled",
+        "bool",
+        False,
+        "every route that forwards caches, unless it says `cache = false`; when false, only the routes that "
+        "say `cache = true` do",
+    ),
+    Key(
+        "max_size",
+        "size",
+        "256MiB",
+        "the bound of each worker process's store (bodies, fields and keys, roughly); beyond it stored "
+        "responses are evicted",
+    ),
+    Key(
+        "max_object_size",
+        "size",
+        "8MiB",
+        "the largest response body stored; at most `max_size`. Responses with larger bodies pass through uncached",
+    ),
+    Key(
+        "lock_timeout",
+        "duration",
+        "5s",
+        "how long a request waits for a fetch of the same key already in progress before going upstream itself",
+    ),
+    Key(
+        "heuristic_max",
+        "duration0",
+        "1d",
+        "the longest heuristic freshness lifetime (10 % of the time since `Last-Modified`) given to responses "
+        "that state none (0s: none)",
+    ),
+    Key("name", "cache_name", "rproxy", "this cache's name in `Cache-Status` (a token)"),
+    Key(
+        "purge_from",
+        "cidrs",
+        [],
+        "client addresses or networks (CIDR) allowed to send `PURGE` (the peer's address, not "
+        "`X-Forwarded-For`); anyone else gets 403",
+    ),
+    Key(
+        "cdn_cache_control",
+        "bool",
+        False,
+        "obey `CDN-Cache-Control` (RFC 9213): when a response has it, its directives replace those of "
+        "`Cache-Control`, and `Expires` is not used",
+    ),
+    Key(
+        "admin",
+        "admin_address",
+        None,
+        'serve the cache\'s admin endpoint here, "host:port" (POST /purge?key=... or ?prefix=..., '
+        "GET /stats): keep it on a loopback or private address",
+    ),
+)
+
 AUTH_TYPES = ("api_key", "basic", "jwt", "forward")
 
 AUTH_KEYS: tuple[Key, ...] = (
@@ -626,7 +702,7 @@ AUTH_TYPE_KEYS: dict[str, tuple[Key, ...]] = {
     "forward": FORWARD_KEYS,
 }
 
-TOP_KEYS = ("server", "defaults", "upstreams", "routes", "headers", "cors", "auth", "plugins")
+TOP_KEYS = ("server", "defaults", "upstreams", "routes", "headers", "cors", "auth", "cache", "plugins")
 
 
 @dataclass(frozen=True)
@@ -849,6 +925,8 @@ class RouteSettings:
     auth: tuple[str, ...] = ()  # names of [auth.NAME] policies, any one of which may accept a request
     allow: tuple[str, ...] = ()  # networks, as "10.0.0.0/8"
     deny: tuple[str, ...] = ()
+    cache: bool | None = None  # None: as [cache] enabled says
+    cache_ttl: float | None = None  # seconds
 
 
 @dataclass(frozen=True)
@@ -911,6 +989,22 @@ AuthSettings = ApiKeyAuth | BasicAuth | JwtAuth | ForwardAuth
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """``[cache]`` (docs/caching.md): sizes in bytes, durations in seconds;
+    ``purge_from`` holds networks, as "10.0.0.0/8"."""
+
+    enabled: bool = False
+    max_size: int = 256 << 20
+    max_object_size: int = 8 << 20
+    lock_timeout: float = 5.0
+    heuristic_max: float = 86400.0
+    name: str = "rproxy"
+    purge_from: tuple[str, ...] = ()
+    cdn_cache_control: bool = False
+    admin: Address | None = None
+
+
+@dataclass(frozen=True)
 class PluginTable:
     """A ``[plugins.NAME]`` table: rproxy's keys, and the plugin's own options."""
 
@@ -943,6 +1037,7 @@ class Config:
     headers: HeadersSettings = HeadersSettings()
     cors: CorsSettings | None = None
     auth: Mapping[str, AuthSettings] = dataclasses.field(default_factory=dict)
+    cache: CacheSettings | None = None
 
     def issue(self, path: KeyPath, message: str, *, at_key: bool = False) -> ConfigIssue:
         """A problem at ``path`` of this file (for checks made after loading)."""
@@ -986,7 +1081,22 @@ class Config:
             },
             "cors": None if self.cors is None else _cors_json(self.cors),
             "auth": {name: _auth_json(policy) for name, policy in self.auth.items()},
+            "cache": None if self.cache is None else _cache_json(self.cache),
         }
+
+
+def _cache_json(c: CacheSettings) -> dict[str, Any]:
+    return {
+        "enabled": c.enabled,
+        "max_size": c.max_size,
+        "max_object_size": c.max_object_size,
+        "lock_timeout": _ms(c.lock_timeout),
+        "heuristic_max": _ms(c.heuristic_max),
+        "name": c.name,
+        "purge_from": list(c.purge_from),
+        "cdn_cache_control": c.cdn_cache_control,
+        "admin": None if c.admin is None else str(c.admin),
+    }
 
 
 def _ms(seconds: float) -> int:
@@ -1072,6 +1182,8 @@ def _route_json(r: RouteSettings) -> dict[str, Any]:
         "auth": list(r.auth),
         "allow": list(r.allow),
         "deny": list(r.deny),
+        "cache": r.cache,
+        "cache_ttl": None if r.cache_ttl is None else _ms(r.cache_ttl),
     }
 
 
@@ -1317,6 +1429,20 @@ class _Checker:
                 if not isinstance(v, str) or not _TOKEN.fullmatch(v):
                     raise ValueError(f"expected a cookie name, got {_show(v)}")
                 return v
+            if kind == "cache_name":
+                if not isinstance(v, str) or not _TOKEN.fullmatch(v):
+                    raise ValueError(
+                        f'expected a name such as "rproxy" (a token: letters, digits and !#$%&\'*+.^_`|~-), '
+                        f"got {_show_any(v)}"
+                    )
+                return v
+            if kind == "cache_ttl":
+                if not isinstance(v, str):
+                    raise ValueError(f'expected a duration such as "60s", got {_type_name(v)}')
+                seconds = parse_duration(v)
+                if seconds < 1:
+                    raise ValueError("must be at least 1s: freshness is counted in whole seconds")
+                return float(int(seconds))
             if kind == "workers":
                 if v == "auto":
                     return len(os.sched_getaffinity(0)) or 1
@@ -1325,6 +1451,8 @@ class _Checker:
                 return v
             if kind == "listen":
                 return self.addresses(path, v, listen=True)
+            if kind == "admin_address":
+                return _parse_address(v, listen=True)
             if kind in POOL_KINDS:
                 return self.pool_value(path, v, kind)
             if kind == "cidrs":
@@ -2098,9 +2226,14 @@ def _parse_address(text: Any, *, listen: bool) -> Address:
             raise ValueError(f'"{text}" has no host')
         host = "0.0.0.0"
     try:
-        return Address(str(ipaddress.ip_address(host)), port)
+        ip = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        # An upstream at an IPv4-mapped address is that IPv4 address (so that
+        # the engine and Python write it alike, "10.0.0.5:80").
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and not listen else None
+        return Address(str(mapped or ip), port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
@@ -2170,9 +2303,10 @@ _PATH_CONDITIONS = ("path", "path_prefix", "path_regex")
 
 
 def _route(
-    c: _Checker, i: int, raw: Any, pools: Mapping[str, Any], policies: Mapping[str, Any]
+    c: _Checker, i: int, raw: Any, pools: Mapping[str, Any], policies: Mapping[str, Any], *, has_cache: bool
 ) -> RouteSettings | None:
-    """One ``[[routes]]`` entry, checked key by key and then as a whole."""
+    """One ``[[routes]]`` entry, checked key by key and then as a whole;
+    ``has_cache`` says whether the file has a ``[cache]`` table."""
     here: KeyPath = ("routes", i)
     t = c.table(here, raw, [k.name for k in ROUTE_KEYS])
     if t is None:
@@ -2212,9 +2346,12 @@ def _route(
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             c.error(where, f'unknown auth policy "{name}"{hint}')
 
-    for key in ("strip_prefix", "rewrite", "upstream_host", "request_headers"):
+    for key in ("strip_prefix", "rewrite", "upstream_host", "request_headers", "cache", "cache_ttl"):
         if actions and not forwards and key in t and t[key] is not False:
             c.error(here + (key,), f'"{key}" needs "upstream" or "split"', at_key=True)
+    for key in ("cache", "cache_ttl"):
+        if key in t and not has_cache:
+            c.error(here + (key,), f'"{key}" needs a [cache] table (docs/caching.md)', at_key=True)
     for key in ("sticky_cookie", "sticky_header"):
         if key in t and "split" not in t:
             c.error(here + (key,), f'"{key}" needs "split"', at_key=True)
@@ -2259,6 +2396,8 @@ def _route(
         auth=s["auth"] or (),
         allow=s["allow"],
         deny=s["deny"],
+        cache=s["cache"],
+        cache_ttl=s["cache_ttl"],
     )
 
 
@@ -2336,6 +2475,8 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
     if not isinstance(raw_auth, dict):
         raw_auth = {}
 
+    cache = _cache(raw["cache"], c) if "cache" in raw else None
+
     routes: list[RouteSettings] = []
     raw_routes = raw.get("routes", [])
     if not isinstance(raw_routes, list):
@@ -2344,7 +2485,7 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         c.error(("routes",) if "routes" in raw else (), "no routes: add at least one [[routes]] entry")
     names: dict[str, int] = {}
     for i, table in enumerate(raw_routes if isinstance(raw_routes, list) else []):
-        route = _route(c, i, table, pools, raw_auth)
+        route = _route(c, i, table, pools, raw_auth, has_cache="cache" in raw)
         if route is None:
             continue
         if route.name in names:
@@ -2369,7 +2510,27 @@ def _validate(raw: dict[str, Any], c: _Checker, path: Path, positions: Positions
         headers=headers,
         cors=cors,
         auth=auth,
+        cache=cache,
     )
+
+
+def _cache(raw: Any, c: _Checker) -> CacheSettings | None:
+    """``[cache]`` (docs/caching.md); ``None`` where it has errors (they are reported)."""
+    t = c.table(("cache",), raw, [k.name for k in CACHE_KEYS])
+    if t is None:
+        return None
+    s = c.settings(("cache",), t, CACHE_KEYS)
+    largest, bound = s["max_object_size"], s["max_size"]
+    if largest is not None and bound is not None and largest > bound:
+        c.error(
+            ("cache", "max_object_size"),
+            f"{largest} bytes is more than max_size ({bound} bytes): the store could not hold such a response",
+        )
+        return None
+    optional = {k.name for k in CACHE_KEYS if k.default is None}
+    if any(v is None for k, v in s.items() if k not in optional) or any(k not in s for k in t):
+        return None
+    return CacheSettings(**s)
 
 
 # -- [auth.NAME] (docs/auth.md) -----------------------------------------------------

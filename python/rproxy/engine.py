@@ -32,8 +32,8 @@ def engine_json(
 ) -> str:
     """The engine's configuration for one process; ``natives`` names the
     built-ins whose compiled forms the engine runs (the native steps of
-    ``plan``). With ``stats_file`` the engine writes its hook and upstream
-    statistics there every second."""
+    ``plan``). With ``stats_file`` the engine writes its hook, upstream and
+    cache statistics there every second."""
     doc = config.engine_config(listen=listen, workers=workers)
     doc["natives"] = sorted({s.native for steps in plan.steps.values() for s in steps if s.native is not None})
     if stats_file is not None:
@@ -83,6 +83,12 @@ class Engine:
         """Each pool's counters and its servers' state in this engine (see
         ``rproxy upstreams`` and docs/load-balancing.md)."""
         return self._native.upstream_stats()
+
+    def cache_stats(self) -> dict[str, Any] | None:
+        """This engine's cache store (docs/caching.md): ``bytes`` held
+        (bodies, fields and keys, roughly), its bound ``max_size`` and the
+        number of ``keys``; ``None`` without a ``[cache]`` table."""
+        return self._native.cache_stats()
 
     @property
     def url(self) -> str:

@@ -107,16 +107,26 @@ def rproxy_request_filter(request: Request, ctx: dict[str, Any]) -> Response | N
 
 @hookspec(firstresult=True)
 def rproxy_cache_key(request: Request, ctx: dict[str, Any]) -> str | bool | None:
-    """Choose the cache key of a request.
+    """Choose the cache key of a request: which stored responses it may be
+    answered with (docs/caching.md).
 
-    When: after the request filters, before routing.
+    When: after the request filters, before routing, for every request; the
+    key is used only if the route the request gets caches.
 
-    Result: a string replaces the default key; ``False`` bypasses the cache
-    for this request; ``None`` leaves the choice to the next plugin. The key
-    is available to later hooks as ``request.cache_key``.
+    Result: a string replaces the default key (responses are stored and
+    looked up under it; their ``Vary`` still applies); ``False`` bypasses the
+    cache for this request (``Cache-Status: rproxy; fwd=bypass``); ``None``
+    leaves the choice to the next plugin. Later hooks see the choice as
+    ``request.cache_key`` (``None``: the default key). ``PURGE`` always
+    removes the default key of its target.
 
-    Default: no key (the response cache, when enabled, keys on scheme, host,
-    port, path and query). A hook that raises is logged and ignored.
+    Default: the built-in ``cache`` (``trylast``, so any plugin's hook runs
+    before it) gives the default key, ``scheme://host:port/path?query``: the
+    authority the request names (``host[:port]``, from its target or
+    ``Host``) lower-cased, trailing dots dropped, with port 80 or 443 by
+    scheme when it names none; then the path and query exactly as received.
+    A request that names no host is not cached. A hook that raises is logged
+    and ignored.
 
     Thread: the engine thread (``def``) or the asyncio loop thread (``async def``).
     """

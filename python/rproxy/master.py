@@ -232,7 +232,8 @@ class Master:
             if code is None:
                 continue
             self._forget(w)
-            (stats_dir(self.config) / f"worker-{w.proc.pid}.json").unlink(missing_ok=True)
+            for suffix in ("json", "sock"):  # its statistics, its control socket
+                (stats_dir(self.config) / f"worker-{w.proc.pid}.{suffix}").unlink(missing_ok=True)
             how = f"signal {-code}" if code < 0 else f"status {code}"
             lived = time.monotonic() - w.started
             if lived < QUICK_DEATH:

@@ -144,10 +144,11 @@ def _builtin_plugins() -> list[tuple[str, Any]]:
     listed earlier runs later: ``headers`` answers CORS preflights in
     ``rproxy_access`` before ``auth`` checks credentials (the engine's
     native order, ``["headers", "auth"]``). The ``balancer`` is alone in
-    ``rproxy_select_upstream``, and ``trylast`` there."""
-    from rproxy.builtins import auth, balancer, headers, router
+    ``rproxy_select_upstream``, and ``cache`` in ``rproxy_cache_key``; both
+    are ``trylast`` there, and registered first, so they are called last."""
+    from rproxy.builtins import auth, balancer, cache, headers, router
 
-    return [("balancer", balancer), ("auth", auth), ("headers", headers), ("router", router)]
+    return [("cache", cache), ("balancer", balancer), ("auth", auth), ("headers", headers), ("router", router)]
 
 
 def load_plugins(config: Config, extra: Sequence[tuple[str, Any]] = (), *, configure: bool = True) -> LoadedPlugins:

@@ -13,6 +13,7 @@ from rproxy.config import (
     API_KEY_KEYS,
     AUTH_KEYS,
     BASIC_KEYS,
+    CACHE_KEYS,
     CORS_KEYS,
     FORWARD_KEYS,
     HEADERS_KEYS,
@@ -227,6 +228,13 @@ def render_reference() -> str:
             "Ask an auth service, like nginx's `auth_request`: a `2xx` answer lets the request through, "
             "`401` and `403` refuse it, anything else is `502`.",
             FORWARD_KEYS,
+        ),
+        *_table(
+            "[cache]",
+            "The HTTP cache ([caching.md](caching.md)): a shared cache by RFC 9111 in each worker process's "
+            "memory. Without this table nothing is cached and routes may not set `cache` or `cache_ttl`; "
+            "with it, `PURGE` requests are answered (from `purge_from` only).",
+            CACHE_KEYS,
         ),
         *_table(
             "[plugins]",

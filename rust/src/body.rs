@@ -117,6 +117,15 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     inner: ProxyInner,
     done: Option<Completion>,
+    tee: Option<Box<dyn Tee>>,
+}
+
+/// Where a copy of a body goes as it streams (the cache): `data` for each
+/// chunk (false: stop copying), `end` once the body ended cleanly. A tee
+/// dropped without `end` was abandoned.
+pub(crate) trait Tee: Send {
+    fn data(&mut self, data: &Bytes) -> bool;
+    fn end(self: Box<Self>);
 }
 
 /// Called once when a body is dropped: with the bytes it produced and
@@ -139,6 +148,7 @@ impl ProxyBody {
         ProxyBody {
             inner: ProxyInner::Empty,
             done: None,
+            tee: None,
         }
     }
 
@@ -152,6 +162,7 @@ impl ProxyBody {
                 ProxyInner::Full(Some(bytes))
             },
             done: None,
+            tee: None,
         }
     }
 
@@ -159,7 +170,19 @@ impl ProxyBody {
         ProxyBody {
             inner: ProxyInner::Upstream(Box::new(body)),
             done: None,
+            tee: None,
         }
+    }
+
+    /// Copy the body into `tee` as it is sent (a body already at its end
+    /// is handed over at once).
+    pub(crate) fn teeing(mut self, tee: Box<dyn Tee>) -> Self {
+        if self.is_end_stream() {
+            tee.end();
+        } else {
+            self.tee = Some(tee);
+        }
+        self
     }
 
     /// Call `callback(bytes, complete)` once the body is dropped — after it
@@ -171,6 +194,16 @@ impl ProxyBody {
             callback: Box::new(callback),
         });
         self
+    }
+}
+
+impl ProxyInner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyInner::Empty => true,
+            ProxyInner::Full(bytes) => bytes.is_none(),
+            ProxyInner::Upstream(body) => body.is_end_stream(),
+        }
     }
 }
 
@@ -196,6 +229,23 @@ impl Body for ProxyBody {
             ProxyInner::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyInner::Upstream(body) => body.poll_frame(cx),
         };
+        if let Some(tee) = &mut this.tee {
+            let keep = match &frame {
+                Poll::Ready(Some(Ok(f))) => f.data_ref().is_some_and(|d| tee.data(d)),
+                // The end: handed over below. An error abandons the copy.
+                Poll::Ready(None) => true,
+                Poll::Ready(Some(Err(_))) => false,
+                Poll::Pending => true,
+            };
+            if !keep {
+                // Trailers are not stored either.
+                this.tee = None;
+            } else if matches!(frame, Poll::Ready(_)) && this.inner.is_end_stream() {
+                if let Some(tee) = this.tee.take() {
+                    tee.end();
+                }
+            }
+        }
         if let Some(done) = &mut this.done {
             match &frame {
                 Poll::Ready(Some(Ok(f))) => {
@@ -209,11 +259,7 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            ProxyInner::Empty => true,
-            ProxyInner::Full(bytes) => bytes.is_none(),
-            ProxyInner::Upstream(body) => body.is_end_stream(),
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

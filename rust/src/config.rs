@@ -37,6 +37,42 @@ pub struct EngineConfig {
     /// `[auth.NAME]`: credential policies routes refer to by name.
     #[serde(default)]
     pub auth: BTreeMap<String, AuthConfig>,
+    /// `[cache]`: the HTTP cache, when configured.
+    #[serde(default)]
+    pub cache: Option<CacheConfig>,
+}
+
+/// `[cache]` (docs/caching.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether routes cache unless they say `cache = false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The store's bound, in bytes (per worker).
+    #[serde(default = "mib256")]
+    pub max_size: u64,
+    /// The largest response stored, in bytes.
+    #[serde(default = "mib8")]
+    pub max_object_size: u64,
+    /// How long a request waits for a fetch of the same key in progress.
+    #[serde(with = "millis", default = "d5s")]
+    pub lock_timeout: Duration,
+    /// The longest heuristic freshness lifetime.
+    #[serde(with = "millis", default = "d1day")]
+    pub heuristic_max: Duration,
+    /// The cache's name in `Cache-Status`.
+    #[serde(default = "rproxy_name")]
+    pub name: String,
+    /// Clients allowed to send PURGE.
+    #[serde(default, deserialize_with = "cidrs")]
+    pub purge_from: Vec<crate::net::Cidr>,
+    /// Obey `CDN-Cache-Control` (RFC 9213) over `Cache-Control` and `Expires`.
+    #[serde(default)]
+    pub cdn_cache_control: bool,
+    /// Where to serve the admin endpoint (purge, statistics), if anywhere.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 /// One `[auth.NAME]` policy (docs/auth.md), files already read.
@@ -101,7 +137,7 @@ pub enum AuthConfig {
 }
 
 fn all_natives() -> Vec<String> {
-    ["router", "headers", "auth", "balancer"]
+    ["router", "headers", "auth", "balancer", "cache"]
         .map(str::to_owned)
         .to_vec()
 }
@@ -470,6 +506,10 @@ pub struct RouteConfig {
     /// Client networks refused (checked first).
     #[serde(deserialize_with = "cidrs")]
     pub deny: Vec<crate::net::Cidr>,
+    /// Whether this route caches (`None`: as `[cache] enabled` says).
+    pub cache: Option<bool>,
+    /// Freshness lifetime for responses that state none, in milliseconds.
+    pub cache_ttl: Option<u64>,
 }
 
 /// A condition on a header field or query parameter.
@@ -565,6 +605,18 @@ fn slash() -> String {
 fn ok_range() -> (u16, u16) {
     (200, 399)
 }
+fn mib8() -> u64 {
+    8 << 20
+}
+fn mib256() -> u64 {
+    256 << 20
+}
+fn d1day() -> Duration {
+    Duration::from_secs(86400)
+}
+fn rproxy_name() -> String {
+    "rproxy".to_owned()
+}
 fn d1s() -> Duration {
     Duration::from_secs(1)
 }
@@ -635,7 +687,10 @@ mod tests {
         assert_eq!(cfg.routes[0].upstream.as_deref(), Some("app"));
         assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/"));
         assert!(cfg.routes[0].hosts.is_empty());
-        assert_eq!(cfg.natives, ["router", "headers", "auth", "balancer"]);
+        assert_eq!(
+            cfg.natives,
+            ["router", "headers", "auth", "balancer", "cache"]
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ impl Engine {
 
     /// Compile `config` with `hooks` consulted per request.
     pub fn with_hooks(config: EngineConfig, hooks: Option<Arc<dyn Hooks>>) -> Result<Self, String> {
-        let proxy = Arc::new(Proxy::new(&config, hooks)?);
+        let mut proxy = Proxy::new(&config, hooks)?;
+        let proxy = Arc::new_cyclic(|me| {
+            proxy.me = me.clone();
+            proxy
+        });
         Ok(Engine { config, proxy })
     }
 

@@ -17,6 +17,7 @@
 //! The `python` feature adds the `rproxy._engine` extension module.
 
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod engine;
 pub mod error;

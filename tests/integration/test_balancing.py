@@ -8,6 +8,7 @@ balancer's Python reference (``native=False``)."""
 
 from __future__ import annotations
 
+import bisect
 import signal
 import socket
 import struct
@@ -18,14 +19,17 @@ import time
 import types
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
 
+import rproxy
+from rproxy.builtins.balancer import build_ring, ring_hash
 from rproxy.engine import Engine
 from rproxy.testing.origin import Origin, Received, Reply, Takeover
 
@@ -36,15 +40,40 @@ from support.process import RproxyProcess
 BOTH = pytest.mark.parametrize("native", [True, False], ids=["native", "reference"])
 
 
-def named(name: str, delay: Callable[[Received], float] | None = None) -> Callable[[Received], Reply]:
-    """A handler answering with its own name (after ``delay(req)`` seconds)."""
+def named(name: str) -> Callable[[Received], Reply]:
+    """A handler answering with its own name."""
 
     def handler(req: Received) -> Reply:
-        if delay is not None:
-            time.sleep(delay(req))
         return Reply(200, [("Content-Type", "text/plain")], name.encode())
 
     return handler
+
+
+def gated(name: str, release: threading.Event, target: str | None = None) -> Callable[[Received], Reply]:
+    """A handler answering with its own name, holding each request (each
+    for ``target``, or all) until the test sets ``release`` — for 10 s at
+    most, so a failing test cannot hang."""
+
+    def handler(req: Received) -> Reply:
+        if target is None or req.target == target:
+            release.wait(10)
+        return Reply(200, [("Content-Type", "text/plain")], name.encode())
+
+    return handler
+
+
+def ring_of(servers: list[Origin]) -> Callable[[bytes], str]:
+    """Where the Python reference's ring of ``servers`` (weight 1 each, in
+    this order) maps a key: the name (a, b, ...) of the server of the first
+    point at or after ``ring_hash(key)``, wrapping around."""
+    ring = build_ring([(o.addr, 1) for o in servers])
+    names = {o.addr: chr(ord("a") + i) for i, o in enumerate(servers)}
+
+    def owner(key: bytes) -> str:
+        at = bisect.bisect_left(ring.hashes, ring_hash(key))
+        return names[ring.servers[at % len(ring.hashes)]]
+
+    return owner
 
 
 @pytest.fixture
@@ -139,16 +168,20 @@ def test_backup_idle_while_a_primary_lives(origins: Callable[..., list[Origin]],
 def test_least_conn_avoids_the_busy_server(
     native: bool, origins: Callable[..., list[Origin]], start_proxy: StartProxy
 ) -> None:
-    slow = lambda req: 0.8 if req.target == "/slow" else 0.0  # noqa: E731
-    a, b = origins(handlers=[named("a", slow), named("b", slow)])
+    release = threading.Event()
+    a, b = origins(handlers=[gated("a", release, "/slow"), gated("b", release, "/slow")])
     engine = start_proxy(pool([a.addr, b.addr], balance="least_conn"), native=native)
     with ThreadPoolExecutor(1) as ex:
         busy = ex.submit(who, engine, "/slow")
-        assert wait_until(lambda: len(a.requests) + len(b.requests) == 1)
-        held = "a" if a.requests else "b"
-        picks = [who(engine) for _ in range(8)]
+        try:
+            assert wait_until(lambda: len(a.requests) + len(b.requests) == 1)
+            held = "a" if a.requests else "b"
+            picks = [who(engine) for _ in range(8)]
+        finally:
+            release.set()
         assert busy.result() == held
     assert held not in picks, "every request goes to the idle server while the other is busy"
+    assert wait_until(lambda: stats(engine)["in_flight"] == 0), "the slow request is over"
     # With both idle again, ties rotate.
     assert Counter(who(engine) for _ in range(10)) == {"a": 5, "b": 5}
 
@@ -180,9 +213,11 @@ def test_hash_on_a_header_is_sticky_and_even(
     owner = {u: who(engine, headers=[("X-User", f"user-{u}")]) for u in range(400)}
     for u in range(0, 400, 7):
         assert who(engine, headers=[("X-User", f"user-{u}")]) == owner[u], "a key always lands on its server"
-    counts = Counter(owner.values())
-    # 3 degrees of freedom: P(chi2 > 16.3) = 0.001; the ring is fixed, so this is deterministic.
-    assert chi_square([counts[k] for k in "abcd"], [100.0] * 4) < 16.3, counts
+    # The origins' ports, and so the ring, change from run to run: rather
+    # than a distribution, check each key lands where the ring puts it.
+    ring = ring_of(os)
+    wrong = {u: (got, ring(f"user-{u}".encode())) for u, got in owner.items() if got != ring(f"user-{u}".encode())}
+    assert not wrong, f"{len(wrong)} keys not on their ring server (got, expected): {dict(list(wrong.items())[:10])}"
     # Without the key, requests are spread round robin.
     assert Counter(who(engine) for _ in range(8)) == {"a": 2, "b": 2, "c": 2, "d": 2}
 
@@ -191,9 +226,14 @@ def test_hash_on_a_header_is_sticky_and_even(
 def test_hash_on_a_cookie(native: bool, origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
     os = origins(3)
     engine = start_proxy(pool([o.addr for o in os], balance="hash", hash_key="cookie:sid"), native=native)
-    for sid in ("x1", "x2", "x3", "x4"):
-        got = {who(engine, headers=[("Cookie", f"theme=dark; sid={sid}; lang=en")]) for _ in range(5)}
-        assert len(got) == 1
+    ring = ring_of(os)
+    sids = [f"x{i}" for i in range(1, 21)]
+    field = "theme=dark; sid={}; lang=en"
+    # With 20 keys, hashing the whole field would put some elsewhere.
+    assert any(ring(field.format(sid).encode()) != ring(sid.encode()) for sid in sids)
+    for sid in sids:
+        got = {who(engine, headers=[("Cookie", field.format(sid))]) for _ in range(3)}
+        assert got == {ring(sid.encode())}, f"sid={sid}: the cookie's value is the key"
 
 
 def test_consistent_hash_remaps_at_most_about_one_nth(
@@ -208,14 +248,26 @@ def test_consistent_hash_remaps_at_most_about_one_nth(
         engine.stop()
         return out
 
+    def predicted(servers: list[Origin]) -> dict[str, str]:
+        ring = ring_of(servers)
+        return {k: ring(k.encode()) for k in keys}
+
+    # The ports, and so the ring, change from run to run: the keys that move
+    # must be exactly those the Python ring of these addresses moves (the
+    # unit tests check the 1/N bound on a fixed ring); the bound here is
+    # only a sanity check.
     five, six = mapping(os[:5]), mapping(os)
-    moved = [k for k in keys if five[k] != six[k]]
+    moved = {k for k in keys if five[k] != six[k]}
     assert all(six[k] == "f" for k in moved), "adding a server only moves keys to it"
-    assert len(moved) <= len(keys) / 6 + 0.05 * len(keys), len(moved)
+    expected = predicted(os[:5]), predicted(os)
+    assert moved == {k for k in keys if expected[0][k] != expected[1][k]}, len(moved)
+    assert len(moved) <= len(keys) * (1 / 6 + 0.15), len(moved)
     four = mapping(os[:4])
-    moved = [k for k in keys if five[k] != four[k]]
+    moved = {k for k in keys if five[k] != four[k]}
     assert all(five[k] == "e" for k in moved), "removing a server only moves its own keys"
-    assert len(moved) <= len(keys) / 5 + 0.05 * len(keys), len(moved)
+    expected = predicted(os[:5]), predicted(os[:4])
+    assert moved == {k for k in keys if expected[0][k] != expected[1][k]}, len(moved)
+    assert len(moved) <= len(keys) * (1 / 5 + 0.15), len(moved)
 
 
 # -- failover, retries, budget -----------------------------------------------
@@ -244,7 +296,7 @@ def test_failover_under_load_has_no_client_errors(
     killed_at = len(b.requests)
     for t in threads:
         t.join()
-    assert statuses[200] > 200, statuses
+    assert statuses[200] > 50, statuses
     assert set(statuses) == {200}, f"GETs failed while a server died: {statuses}"
     assert len(b.requests) > killed_at + 50, "the survivor took the traffic"
     s = stats(engine)
@@ -371,8 +423,9 @@ def failing(name: str, fail: list[bool]) -> Callable[[Received], Reply]:
     return handler
 
 
-def ejected_span(engine: Engine, addr: str, timeout: float = 5.0) -> float:
-    """Wait for ``addr`` to be ejected; return how long the ejection lasts."""
+def ejected_span(engine: Engine, addr: str, timeout: float = 15.0) -> float:
+    """Wait for ``addr`` to be ejected; return how long the ejection lasts,
+    from when it is first seen to when it is seen to end."""
     assert wait_until(lambda: server_stats(engine, addr)["state"] == "ejected", timeout)
     began = time.monotonic()
     assert wait_until(lambda: server_stats(engine, addr)["state"] != "ejected", timeout)
@@ -389,29 +442,32 @@ def test_passive_ejection_backs_off_and_slow_start_ramps(
             [a.addr, b.addr],
             max_fails=2,
             fail_on_5xx=True,
-            eject_time="300ms",
-            eject_time_max="5s",
-            slow_start="1500ms",
+            eject_time="1s",
+            eject_time_max="10s",
+            slow_start="10s",
         )
     )
     statuses = [request(engine.addresses[0], "GET", "/").status for _ in range(4)]
     assert statuses.count(500) == 2, "5xx pass through to the client"
     first = ejected_span(engine, a.addr)
     # Back (ramping up), still failing: two more failures eject it again, for twice as long.
+    deadline = time.monotonic() + 15
     while server_stats(engine, a.addr)["state"] != "ejected":
+        assert time.monotonic() < deadline, "a failing server is ejected again"
         request(engine.addresses[0], "GET", "/")
     fail[0] = False
     second = ejected_span(engine, a.addr)
-    assert 0.2 < first < 0.6, first
-    assert second > 1.6 * first, (first, second)
+    assert 0.5 <= first <= 1.5, first
+    assert second >= 1.5 * first, (first, second)
     assert server_stats(engine, a.addr)["ejections"] == 2
-    # Healthy now: after its ejection it ramps up over slow_start.
+    # Healthy now: after its ejection it ramps up over slow_start, from near 0.
     early = Counter(who(engine) for _ in range(40))
-    assert server_stats(engine, a.addr)["ramp"] < 1.0
-    assert early["a"] < 12, f"a recovering server gets a small share at first: {early}"
-    assert wait_until(lambda: server_stats(engine, a.addr)["ramp"] == 1.0, 5)
-    later = Counter(who(engine) for _ in range(40))
-    assert later == {"a": 20, "b": 20}
+    ramp = server_stats(engine, a.addr)["ramp"]
+    assert ramp < 1.0, ramp
+    assert early["a"] <= 4, f"a recovering server gets a small share at first: {early} (ramp {ramp})"
+    time.sleep(1.0)
+    later = server_stats(engine, a.addr)["ramp"]
+    assert later >= ramp + 0.05, f"the ramp grows over slow_start: {ramp} then {later} a second later"
 
 
 def test_ejection_is_capped(origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
@@ -429,35 +485,75 @@ def test_ejection_is_capped(origins: Callable[..., list[Origin]], start_proxy: S
 # -- limits ------------------------------------------------------------------
 
 
-def concurrent(engine: Engine, n: int, target: str = "/") -> list[tuple[int, str | None, float]]:
-    def one(_: int) -> tuple[int, str | None, float]:
-        started = time.monotonic()
-        resp = request(engine.addresses[0], "GET", target)
-        return resp.status, resp.header("retry-after"), time.monotonic() - started
+@dataclass
+class Held:
+    """Concurrent requests against an origin that holds them (see
+    :func:`gated`), as they stood when the test released the origin."""
+
+    results: list[tuple[int, str | None]]  # (status, Retry-After) of each
+    settled: bool  # whether ``until`` held before the release
+    done_before: list[bool]  # which had their response before the release
+    at_origin_before: int  # how many the origin had received by then
+
+
+def hold_concurrent(
+    engine: Engine, origin: Origin, release: threading.Event, n: int, until: Callable[[list[Future[Any]]], bool]
+) -> Held:
+    """Send ``n`` requests at once; wait (10 s at most) until ``until(futures)``
+    holds, note which have been answered, then set ``release`` and collect all."""
+
+    def one() -> tuple[int, str | None]:
+        resp = request(engine.addresses[0], "GET", "/")
+        return resp.status, resp.header("retry-after")
 
     with ThreadPoolExecutor(n) as ex:
-        return list(ex.map(one, range(n)))
+        futures = [ex.submit(one) for _ in range(n)]
+        try:
+            settled = wait_until(lambda: until(futures), 10)
+            done_before = [f.done() for f in futures]
+            at_origin_before = len(origin.requests)
+        finally:
+            release.set()
+        results = [f.result() for f in futures]
+    return Held(results, settled, done_before, at_origin_before)
 
 
 def test_circuit_breaker_answers_503_at_once(origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
-    (a,) = origins(handlers=[named("a", lambda req: 0.6)])
+    release = threading.Event()
+    (a,) = origins(handlers=[gated("a", release)])
     engine = start_proxy(pool([a.addr], max_requests=2, max_pending=0))
-    results = concurrent(engine, 6)
-    ok = [r for r in results if r[0] == 200]
-    refused = [r for r in results if r[0] == 503]
-    assert len(ok) == 2 and len(refused) == 4, results
+    held = hold_concurrent(engine, a, release, 6, lambda fs: len(a.requests) == 2 and sum(f.done() for f in fs) == 4)
+    assert held.settled, f"2 requests held by the origin and 4 answered: {held}"
+    ok = [r for r in held.results if r[0] == 200]
+    refused = [r for r in held.results if r[0] == 503]
+    assert len(ok) == 2 and len(refused) == 4, held
     assert all(r[1] == "1" for r in refused), "503s carry Retry-After"
-    assert all(r[2] < 0.4 for r in refused), "refused at once, not queued"
+    assert held.done_before == [r[0] == 503 for r in held.results], (
+        f"refused at once, while the admitted ones were held: {held}"
+    )
+    assert held.at_origin_before == 2 and len(a.requests) == 2, "the refused never reach the origin"
     assert stats(engine)["overloaded"] == 4
 
 
 def test_per_server_limit_with_a_bounded_queue(origins: Callable[..., list[Origin]], start_proxy: StartProxy) -> None:
-    (a,) = origins(handlers=[named("a", lambda req: 0.4)])
-    engine = start_proxy(pool([a.addr], max_requests_per_server=1, max_pending=1, queue_timeout="3s"))
-    results = concurrent(engine, 4)
-    statuses = sorted(r[0] for r in results)
-    assert statuses == [200, 200, 503, 503], results
-    assert max(r[2] for r in results if r[0] == 200) > 0.7, "the queued request waited for the first"
+    release = threading.Event()
+    (a,) = origins(handlers=[gated("a", release)])
+    engine = start_proxy(pool([a.addr], max_requests_per_server=1, max_pending=1, queue_timeout="10s"))
+    held = hold_concurrent(
+        engine,
+        a,
+        release,
+        4,
+        lambda fs: len(a.requests) == 1 and sum(f.done() for f in fs) == 2 and stats(engine)["pending"] == 1,
+    )
+    assert held.settled, f"1 request held by the origin, 1 waiting and 2 answered: {held}"
+    assert sorted(r[0] for r in held.results) == [200, 200, 503, 503], held
+    assert all(r[1] == "1" for r in held.results if r[0] == 503), "503s carry Retry-After"
+    assert held.done_before == [r[0] == 503 for r in held.results], (
+        f"two refused at once, while the first was held and one waited: {held}"
+    )
+    assert held.at_origin_before == 1, "the queued request waited for the first"
+    assert len(a.requests) == 2, "and was served once the first was done"
 
 
 # -- the hook ----------------------------------------------------------------
@@ -467,11 +563,11 @@ def test_per_server_limit_with_a_bounded_queue(origins: Callable[..., list[Origi
 def test_a_plugin_chooses_first_and_none_falls_back(
     native: bool, origins: Callable[..., list[Origin]], start_proxy: StartProxy
 ) -> None:
-    seen: list[list[tuple[str, int, bool, int, float]]] = []
+    seen: list[list[Any]] = []
 
     def rproxy_select_upstream(request: Any, candidates: list[Any]) -> str | None:
         """Tenant "gold" goes to the last candidate; others to the balancer."""
-        seen.append([(str(c), c.weight, c.backup, c.in_flight, c.ramp) for c in candidates])
+        seen.append(list(candidates))
         if request.headers.get("x-tenant") == "gold":
             return candidates[-1]  # type: ignore[no-any-return]
         return None
@@ -482,8 +578,12 @@ def test_a_plugin_chooses_first_and_none_falls_back(
     engine = start_proxy(pool(servers), plugins=[("tenants", plugin)], native=native)
     assert {who(engine, headers=[("X-Tenant", "gold")]) for _ in range(4)} == {"b"}
     assert Counter(who(engine) for _ in range(6)) == {"a": 4, "b": 2}
-    assert seen[0] == [(a.addr, 2, False, 0, 1.0), (b.addr, 1, False, 0, 1.0)]
-    assert isinstance(seen and seen[0][0][0], str)
+    assert len(seen) == 10, "the hook is called for every attempt"
+    assert [(str(c), c.weight, c.backup, c.in_flight, c.ramp) for c in seen[0]] == [
+        (a.addr, 2, False, 0, 1.0),
+        (b.addr, 1, False, 0, 1.0),
+    ]
+    assert all(isinstance(c, rproxy.Candidate) for cs in seen for c in cs), seen
 
 
 def test_upstreams_command_reads_the_workers(tmp_path: Path) -> None:
@@ -497,13 +597,45 @@ def test_upstreams_command_reads_the_workers(tmp_path: Path) -> None:
             proc.wait_workers(2)
             b.close()
             assert {request(proc.addr, "GET", f"/{i}").status for i in range(40)} == {200}
-            time.sleep(1.5)  # workers write their statistics every second
-            out = subprocess.run(
-                [sys.executable, "-m", "rproxy", "upstreams", str(config)], capture_output=True, text=True, check=True
-            ).stdout
+            # Workers write their statistics every second: ask until they have.
+            last: list[subprocess.CompletedProcess[str]] = []
+
+            def reported() -> bool:
+                command = [sys.executable, "-m", "rproxy", "upstreams", str(config)]
+                last[:] = [subprocess.run(command, capture_output=True, text=True, check=False)]
+                return last[0].returncode == 0 and "pool app: 40 requests" in last[0].stdout
+
+            assert wait_until(reported, 10), last
+            out = last[0].stdout
         finally:
             assert proc.stop(signal.SIGTERM) == 0
     assert "2 worker(s) reporting" in out
     assert "pool app: 40 requests" in out, out
     (row,) = [line for line in out.splitlines() if line.strip().startswith(b.addr)]
     assert "ejected" in row, out
+
+
+def test_an_upgraded_connection_counts_in_flight_until_it_closes(start_proxy: StartProxy) -> None:
+    def upgrade(req: Received) -> Takeover:
+        def run(sock: socket.socket, buffered: bytes, r: Received) -> None:
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            while sock.recv(65536):
+                pass
+            sock.close()
+
+        return Takeover(run)
+
+    with Origin(upgrade) as origin:
+        engine = start_proxy(pool([origin.addr], balance="least_conn"))
+        head = (
+            "GET /ws HTTP/1.1\r\nHost: test.local\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        host, port = engine.addresses[0].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as client:
+            client.sendall(head.encode())
+            assert client.recv(65536).startswith(b"HTTP/1.1 101")
+            assert wait_until(lambda: server_stats(engine, origin.addr)["in_flight"] == 1)
+            assert stats(engine)["in_flight"] == 1, "the tunnel is a request in progress on the pool"
+        assert wait_until(lambda: server_stats(engine, origin.addr)["in_flight"] == 0), "closed: counted out"
+        assert stats(engine)["in_flight"] == 0

@@ -284,7 +284,7 @@ dirs = []
         "query": [], "upstream": None, "split": [], "sticky_cookie": None, "sticky_header": None,
         "strip_prefix": False, "rewrite": None, "upstream_host": None, "redirect": None, "respond": None,
         "request_headers": no_rules, "response_headers": no_rules, "cors": None, "auth": [], "allow": [],
-        "deny": [],
+        "deny": [], "cache": None, "cache_ttl": None,
     }  # fmt: skip
     assert engine["routes"][0] == {
         **nothing,
@@ -400,6 +400,7 @@ dirs = []
     }
     assert plain.engine_config()["cors"] is None
     assert plain.engine_config()["auth"] == {}
+    assert plain.engine_config()["cache"] is None
     assert plain.engine_config()["routes"][0]["auth"] == []
     # The engine accepts exactly this form.
     rproxy.Engine(cfg)
@@ -520,3 +521,78 @@ dirs = []
         0,
     )
     rproxy.Engine(cfg)
+
+
+def test_cache_keys() -> None:
+    cfg = rproxy.loads("""
+[upstreams.app]
+servers = ["127.0.0.1:9000"]
+
+[cache]
+enabled = true
+max_size = "64MiB"
+max_object_size = 1048576
+lock_timeout = "250ms"
+heuristic_max = "0s"
+name = "edge-1"
+purge_from = ["127.0.0.1", "::ffff:10.0.0.0/104"]
+
+[[routes]]
+path_prefix = "/static/"
+upstream = "app"
+cache_ttl = "1m30.9s"
+
+[[routes]]
+path_prefix = "/api/"
+upstream = "app"
+cache = false
+
+[[routes]]
+path = "/healthz"
+respond = { status = 200 }
+cache = false
+
+[[routes]]
+upstream = "app"
+
+[plugins]
+dirs = []
+""")
+    engine = cfg.engine_config()
+    assert engine["cache"] == {
+        "enabled": True,
+        "max_size": 64 << 20,
+        "max_object_size": 1 << 20,
+        "lock_timeout": 250,
+        "heuristic_max": 0,
+        "name": "edge-1",
+        "purge_from": ["127.0.0.1/32", "10.0.0.0/8"],
+        "cdn_cache_control": False,
+        "admin": None,
+    }
+    # Always both keys; null where the route does not say; the lifetime in whole seconds.
+    assert [(r["cache"], r["cache_ttl"]) for r in engine["routes"]] == [
+        (None, 90_000),
+        (False, None),
+        (False, None),
+        (None, None),
+    ]
+    # The defaults of an empty table.
+    empty = rproxy.loads('[upstreams.a]\nservers = ["127.0.0.1:1"]\n[cache]\n[[routes]]\nupstream = "a"\n')
+    assert empty.engine_config()["cache"] == {
+        "enabled": False,
+        "max_size": 256 << 20,
+        "max_object_size": 8 << 20,
+        "lock_timeout": 5000,
+        "heuristic_max": 86_400_000,
+        "name": "rproxy",
+        "purge_from": [],
+        "cdn_cache_control": False,
+        "admin": None,
+    }
+    # The engine accepts exactly this form.
+    with rproxy.Engine(cfg) as running:
+        assert running.cache_stats() == {"bytes": 0, "max_size": 64 << 20, "keys": 0}
+    plain = rproxy.loads('[upstreams.a]\nservers = ["127.0.0.1:1"]\n[[routes]]\nupstream = "a"\n[plugins]\ndirs = []\n')
+    with rproxy.Engine(plain) as running:
+        assert running.cache_stats() is None

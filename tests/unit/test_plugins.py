@@ -51,9 +51,9 @@ def test_load_order_and_disable(project: Path) -> None:
     write(project / "plugins", "a_first.py", "def rproxy_response(response): pass\n")
     write(project / "plugins", "_helper.py", "raise RuntimeError('helpers are not plugins')\n")
     loaded = load_plugins(rproxy.load(config_in(project)))
-    assert list(loaded.plugins) == ["balancer", "auth", "headers", "router", "a_first", "b_second"]
+    assert list(loaded.plugins) == ["cache", "balancer", "auth", "headers", "router", "a_first", "b_second"]
     assert loaded.plugins["a_first"].source == "plugins/a_first.py"
-    disable = ["a_first", "router", "headers", "auth", "balancer"]
+    disable = ["a_first", "router", "headers", "auth", "balancer", "cache"]
     loaded = load_plugins(rproxy.load(config_in(project, {"disable": disable})))
     assert list(loaded.plugins) == ["b_second"]
 
@@ -168,7 +168,7 @@ def test_entry_point_plugins_load_after_builtins(project: Path, monkeypatch: pyt
     (dist / "entry_points.txt").write_text("[rproxy]\nfrom_dist = ep_plugin\n")
     monkeypatch.syspath_prepend(str(site))
     loaded = load_plugins(rproxy.load(config_in(project)))
-    assert list(loaded.plugins)[:5] == ["balancer", "auth", "headers", "router", "from_dist"]
+    assert list(loaded.plugins)[:6] == ["cache", "balancer", "auth", "headers", "router", "from_dist"]
     assert loaded.plugins["from_dist"].source == "entry point ep-dist"
 
 

@@ -452,10 +452,10 @@ def test_the_router_runs_natively_unless_told_not_to() -> None:
     native = build_plan(loaded)
     assert [s.native for s in native.steps["rproxy_route"]] == ["router"]
     assert native.python_steps() == 0
-    assert json.loads(engine_json(config, native))["natives"] == ["auth", "balancer", "headers", "router"]
+    assert json.loads(engine_json(config, native))["natives"] == ["auth", "balancer", "cache", "headers", "router"]
     reference = build_plan(loaded, native=False)
     assert [s.native for s in reference.steps["rproxy_route"]] == [None]
     # The router's step, the header policy's in access, upstream_request and response, access control's,
-    # and the balancer's.
-    assert reference.python_steps() == 6
+    # the balancer's and the cache key's.
+    assert reference.python_steps() == 7
     assert json.loads(engine_json(config, reference))["natives"] == []

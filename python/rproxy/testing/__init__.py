@@ -151,7 +151,10 @@ def _as_config(config: str | Mapping[str, Any] | Config | None) -> Config:
 
 @dataclass
 class Simulated:
-    """What happened to one simulated request."""
+    """What happened to one simulated request. ``cache_key`` is what
+    ``rproxy_cache_key`` returned: the built-in ``cache``'s default key
+    unless a plugin answered first (``None``: the engine would use its own
+    default key)."""
 
     response: Response
     ctx: dict[str, Any]

@@ -35,6 +35,7 @@ use headers::HeaderPolicy;
 /// (and the order pluggy calls their references: see builtins/).
 pub fn native_order(phase: Phase) -> &'static [&'static str] {
     match phase {
+        Phase::CacheKey => &["cache"],
         Phase::Route => &["router"],
         Phase::Access => &["headers", "auth"],
         Phase::SelectUpstream => &["balancer"],

@@ -62,6 +62,14 @@ impl PyEngine {
         py.import("json")?.call_method1("loads", (json,))
     }
 
+    /// The cache's figures (``bytes``, ``max_size``, ``keys``), or
+    /// ``None`` without a cache.
+    fn cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let json = serde_json::to_string(&self.proxy.cache_stats())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+        py.import("json")?.call_method1("loads", (json,))
+    }
+
     /// Counters of every hook step: a list of dicts with ``hook``,
     /// ``plugin``, ``calls``, ``errors``, ``total_ns`` and ``histogram``.
     fn hook_stats<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {

@@ -5,6 +5,7 @@
 //! preface (cleartext "prior knowledge"). TLS will wrap the stream before
 //! this point and choose the protocol by ALPN instead.
 
+pub mod control;
 pub(crate) mod h1;
 mod h2;
 mod rewind;
@@ -106,7 +107,19 @@ pub(crate) async fn serve(
             shutdown.clone(),
         ));
     }
-    let checks = ctx.proxy.spawn_health_checks();
+    let mut checks = ctx.proxy.spawn_health_checks();
+    if let Some(path) = ctx.proxy.control_socket() {
+        checks.push(tokio::spawn(control::listen(
+            path.to_owned(),
+            ctx.proxy.clone(),
+        )));
+    }
+    if let Some(addr) = ctx.proxy.cache_admin() {
+        match crate::net::listen(addr).and_then(TcpListener::from_std) {
+            Ok(listener) => checks.push(tokio::spawn(control::admin(listener, ctx.proxy.clone()))),
+            Err(e) => log::error!("cannot serve the cache admin endpoint on {addr}: {e}"),
+        }
+    }
     let sweeper = tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -139,6 +152,7 @@ pub(crate) async fn serve(
     }
     if let Some(path) = &ctx.config.stats_file {
         let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_file(control::socket_path(path));
     }
     Ok(())
 }
@@ -151,11 +165,13 @@ fn write_stats(path: &std::path::Path, proxy: &Proxy) {
         pid: u32,
         steps: Vec<crate::hooks::StepReport>,
         upstreams: Vec<crate::upstream::PoolStats>,
+        cache: Option<crate::cache::CacheStats>,
     }
     let snapshot = Snapshot {
         pid: std::process::id(),
         steps: proxy.hook_stats(),
         upstreams: proxy.upstream_stats(),
+        cache: proxy.cache_stats(),
     };
     let Ok(json) = serde_json::to_vec(&snapshot) else {
         return;

@@ -99,8 +99,9 @@ impl Balancer {
                 }
                 Balance::RandomTwo => random_two(cands),
                 Balance::First => cands[0].index,
-                Balance::Hash => match key {
-                    Some(key) => self.on_ring(cands, ring_hash(key))?,
+                Balance::Hash => match key.and_then(|k| self.on_ring(cands, ring_hash(k))) {
+                    Some(found) => found,
+                    // No key (or, impossibly, no candidate on the ring).
                     None => self.rr(cands),
                 },
             }),

@@ -77,6 +77,8 @@ pub(crate) struct UpstreamConn {
     early: Option<ResponseHead>,
     /// The response timeout, kept with the connection from request to request.
     deadline: Deadline,
+    /// Counts held while the connection is a tunnel.
+    held: Option<super::Leases>,
 }
 
 enum UploadStep {
@@ -111,7 +113,13 @@ impl UpstreamConn {
             reused,
             early: None,
             deadline,
+            held: None,
         }
+    }
+
+    /// Keep `leases` until this connection is dropped (a tunnel's life).
+    pub(crate) fn hold(&mut self, leases: super::Leases) {
+        self.held = Some(leases);
     }
 
     fn stale_or(&self, received: bool) -> bool {

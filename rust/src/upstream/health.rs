@@ -59,7 +59,8 @@ impl Health {
         if span == 0 || back == 0 || now >= back + span {
             return 1.0;
         }
-        now.saturating_sub(back) as f64 / span as f64
+        // Never quite 0: a candidate's weight stays positive.
+        (now.saturating_sub(back) as f64 / span as f64).max(0.001)
     }
 
     /// The state's name in statistics.
@@ -146,8 +147,12 @@ impl Upstream {
         for s in &self.servers {
             let h = &s.health;
             let until = h.ejected_until.load(Ordering::Relaxed);
-            if until != 0 && until <= now {
-                h.ejected_until.store(0, Ordering::Relaxed);
+            if until != 0
+                && until <= now
+                && h.ejected_until
+                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
                 log::warn!(
                     "upstream {} server {} is back after its ejection",
                     self.name,

@@ -135,6 +135,7 @@ impl Upstream {
         max_headers: usize,
     ) -> Self {
         let limited = cfg.max_requests > 0 || cfg.max_requests_per_server > 0;
+        // Without limits nobody waits, and releases need not wake anyone.
         let gauge = Arc::new(Gauge::new(limited));
         let servers: Vec<Arc<Server>> = cfg
             .servers
@@ -253,6 +254,11 @@ impl Upstream {
                 }
                 break;
             }
+            if out.at_capacity {
+                // A server of this tier is only busy: wait for it rather
+                // than fall back to backups or unhealthy servers.
+                break;
+            }
         }
         out
     }
@@ -264,22 +270,27 @@ impl Upstream {
 
     /// Count a request, and wait (bounded) while the pool is at
     /// `max_requests`; `Err` is the 503 for a full pool.
-    pub(crate) async fn admit(&self) -> Result<Option<RequestLease>> {
+    pub(crate) async fn admit(&self) -> Result<RequestLease> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.budget.request();
-        if !self.gauge.limited {
-            return Ok(None);
-        }
         let max = self.max_requests;
-        let fits = || max == 0 || self.gauge.in_flight.load(Ordering::Relaxed) < max;
-        if !self
+        let mut lease = None;
+        let admitted = self
             .gauge
-            .wait_for(self.max_pending, self.queue_timeout, fits)
-            .await
-        {
-            return Err(self.overloaded());
+            .wait_for(self.max_pending, self.queue_timeout, || {
+                lease = RequestLease::try_new(&self.gauge, max);
+                lease.is_some()
+            })
+            .await;
+        match lease {
+            Some(lease) if admitted => Ok(lease),
+            _ => Err(self.overloaded()),
         }
-        Ok(Some(RequestLease::new(&self.gauge)))
+    }
+
+    /// A place in server `i`'s count, if it is below `max_requests_per_server`.
+    pub(crate) fn lease(&self, i: usize) -> Option<ServerLease> {
+        ServerLease::try_new(&self.servers[i], self.max_requests_per_server)
     }
 
     /// Wait (bounded) for a server below `max_requests_per_server`.
@@ -413,7 +424,13 @@ impl Upstream {
                 Ok(r) => r,
                 // A pooled connection the server had closed: try a fresh one.
                 Err(ExchangeError { stale: true, .. }) => {
-                    conn = self.connect(server).await?;
+                    conn = match self.connect(server).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last_error = Some(e);
+                            continue;
+                        }
+                    };
                     conn.exchange(head, &mut body, &method, &self.timeouts)
                         .await
                         .map_err(|e| e.error)?
@@ -453,5 +470,64 @@ impl Upstream {
             s.pool.sweep();
         }
         self.sweep_health();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(json: &str) -> Upstream {
+        let cfg: UpstreamConfig = serde_json::from_str(json).expect("pool config");
+        Upstream::new("app", &cfg, 65536, 100)
+    }
+
+    fn indices(e: &Eligible) -> Vec<usize> {
+        e.cands.iter().map(|c| c.index).collect()
+    }
+
+    #[test]
+    fn tiers_primaries_then_backups_then_anything() {
+        let up = pool(
+            r#"{"servers": ["10.0.0.1:80", "10.0.0.2:80",
+                 {"addr": "10.0.0.3:80", "weight": 1, "backup": true}]}"#,
+        );
+        assert_eq!(indices(&up.eligible(&[])), [0, 1]);
+        assert_eq!(
+            indices(&up.eligible(&[0, 1])),
+            [2],
+            "tried primaries: the backup"
+        );
+        up.servers[0].health.down.store(true, Ordering::Relaxed);
+        up.servers[1].health.down.store(true, Ordering::Relaxed);
+        assert_eq!(
+            indices(&up.eligible(&[])),
+            [2],
+            "every primary down: the backup"
+        );
+        assert_eq!(
+            indices(&up.eligible(&[2])),
+            [0, 1],
+            "nothing healthy left: the primaries"
+        );
+    }
+
+    #[test]
+    fn a_busy_server_is_waited_for_not_replaced_by_a_worse_tier() {
+        let up = pool(
+            r#"{"servers": ["10.0.0.1:80", "10.0.0.2:80",
+                 {"addr": "10.0.0.3:80", "weight": 1, "backup": true}],
+                "max_requests_per_server": 1}"#,
+        );
+        up.servers[1].health.down.store(true, Ordering::Relaxed);
+        let lease = up.lease(0).expect("room");
+        let e = up.eligible(&[]);
+        assert!(
+            e.cands.is_empty() && e.at_capacity,
+            "neither the backup nor the down server"
+        );
+        assert!(up.lease(0).is_none(), "the limit holds");
+        drop(lease);
+        assert_eq!(indices(&up.eligible(&[])), [0]);
     }
 }

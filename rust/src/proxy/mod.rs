@@ -7,6 +7,8 @@
 //! select_upstream → upstream_request → upstream → upstream_response →
 //! response → (sent) → log, and error when something fails.
 
+mod cached;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -27,7 +29,7 @@ use crate::h1::encode;
 use crate::h1::parse::{ResponseHead, valid_host};
 use crate::headers;
 use crate::hooks::{
-    ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision, RouteRef,
+    CacheKey, ErrorSummary, Exchange, Hooks, LogRecord, Outbound, Phase, RouteDecision, RouteRef,
 };
 use crate::policy::{AuthInfo, Caller, Facts, Policy, Target, native_order};
 use crate::request_id::RequestId;
@@ -35,7 +37,7 @@ use crate::response;
 use crate::route::{Decision, RouteTable, Subject, normalize_path};
 use crate::server::ConnInfo;
 use crate::upstream::{
-    ExchangeError, Leases, OutBody, ServerLease, UpgradeTunnel, Upstream, UpstreamBody, balance_key,
+    ExchangeError, Leases, OutBody, UpgradeTunnel, Upstream, UpstreamBody, balance_key,
 };
 
 /// Request extension: the client asked for a protocol upgrade (WebSocket).
@@ -48,7 +50,14 @@ pub struct CloseConnection;
 
 /// The compiled request path of one configuration.
 pub struct Proxy {
+    /// This proxy, for work that outlives a request (background refreshes).
+    pub(crate) me: std::sync::Weak<Proxy>,
     routes: RouteTable,
+    cache: Option<Arc<crate::cache::Cache>>,
+    /// The cache built-in computes default keys (it is not disabled).
+    cache_keys: bool,
+    /// This worker's control socket, for telling the others of purges.
+    control: Option<std::path::PathBuf>,
     policy: Policy,
     upstreams: Vec<Arc<Upstream>>,
     request_buffer_size: usize,
@@ -80,10 +89,29 @@ impl Proxy {
             RouteTable::default()
         };
         let policy = Policy::compile(config, &pools)?;
+        let cache = config.cache.as_ref().map(|c| {
+            let routes = config
+                .routes
+                .iter()
+                .map(|r| crate::cache::RouteCache {
+                    enabled: r.cache.unwrap_or(c.enabled),
+                    ttl: r.cache_ttl.map(|ms| ms / 1000),
+                    credentials: !r.auth.is_empty(),
+                })
+                .collect();
+            Arc::new(crate::cache::Cache::new(c, routes))
+        });
         let mut upstreams: Vec<Arc<Upstream>> = pools.into_values().collect();
         upstreams.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Proxy {
+            me: std::sync::Weak::new(),
             routes,
+            cache,
+            cache_keys: config.natives.iter().any(|n| n == "cache"),
+            control: s
+                .stats_file
+                .as_deref()
+                .map(crate::server::control::socket_path),
             policy,
             upstreams,
             request_buffer_size: s.request_buffer_size,
@@ -106,6 +134,44 @@ impl Proxy {
     /// Every pool's statistics, by name.
     pub fn upstream_stats(&self) -> Vec<crate::upstream::PoolStats> {
         self.upstreams.iter().map(|u| u.stats()).collect()
+    }
+
+    /// Apply `purge` to this worker's cache; how many keys went.
+    pub fn purge_local(&self, purge: &crate::server::control::Purge) -> usize {
+        use crate::server::control::Purge;
+        let Some(cache) = &self.cache else {
+            return 0;
+        };
+        match purge {
+            Purge::Key(k) => usize::from(cache.invalidate(k)),
+            Purge::Prefix(p) => cache.purge_prefix(p),
+        }
+    }
+
+    /// Apply `purge` here and tell the other workers: the keys purged here,
+    /// and how many workers were told.
+    pub(crate) fn purge_everywhere(&self, purge: &crate::server::control::Purge) -> (usize, usize) {
+        let here = self.purge_local(purge);
+        let told = self
+            .control
+            .as_deref()
+            .map_or(0, |own| crate::server::control::broadcast(own, purge));
+        (here, told)
+    }
+
+    /// The cache's admin address, if it has one.
+    pub(crate) fn cache_admin(&self) -> Option<std::net::SocketAddr> {
+        self.cache.as_ref().and_then(|c| c.admin)
+    }
+
+    /// Where this worker receives the others' purges, when it has a cache.
+    pub(crate) fn control_socket(&self) -> Option<&std::path::Path> {
+        self.cache.as_ref().and(self.control.as_deref())
+    }
+
+    /// The cache's figures, when there is a cache.
+    pub fn cache_stats(&self) -> Option<crate::cache::CacheStats> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     /// Start the active health checks of every pool that has them.
@@ -159,6 +225,9 @@ impl Proxy {
         ex: &mut Bare<'_>,
         body: RequestBody,
     ) -> Result<Response<ProxyBody>> {
+        if let Some(resp) = self.purge(&ex.parts, ex.conn) {
+            return Ok(resp);
+        }
         let (i, decision) = self.choose(&ex.parts, ex.conn.scheme)?;
         ex.route = Some(RouteRef {
             name: self.routes.name(i).clone(),
@@ -182,7 +251,7 @@ impl Proxy {
                 path,
                 host,
             } => {
-                self.forward(upstream, ex, body, None, Rewrite { path, host })
+                self.forward_cached(upstream, ex, body, None, Rewrite { path, host })
                     .await
             }
         }
@@ -271,6 +340,9 @@ impl Proxy {
         // A path that cannot be normalised is refused before any policy
         // sees it (without hooks, routing does this check).
         normalize_path(ex.parts.uri.path()).map_err(bad_path)?;
+        if let Some(resp) = self.purge(&ex.parts, &ex.conn) {
+            return Ok(resp);
+        }
         if hooks.has(Phase::RequestFilter) {
             if let Some(resp) = hooks.request_filter(ex).await? {
                 return Ok(resp);
@@ -339,7 +411,7 @@ impl Proxy {
             // A local answer: a `respond` or `redirect` route.
             Err(resp) => Ok(resp),
             Ok((upstream, rewrite)) => {
-                self.forward(&upstream, ex, body, Some(hooks), rewrite)
+                self.forward_cached(&upstream, ex, body, Some(hooks), rewrite)
                     .await
             }
         }
@@ -357,7 +429,7 @@ impl Proxy {
         let method = ex.parts().method.clone();
         let mut out = prebuffer(body, self.request_buffer_size).await?;
         let framing = Framing::of(&out, ex.parts());
-        let mut request_lease = upstream.admit().await?;
+        let request_lease = upstream.admit().await?;
         let key = upstream.hash_key_spec().and_then(|spec| {
             let (parts, conn) = (ex.parts(), ex.conn());
             balance_key(spec, parts, || headers::client_ip(parts, conn)).map(Cow::into_owned)
@@ -374,6 +446,8 @@ impl Proxy {
         let selecting = hooks.filter(|h| h.has_at(Phase::SelectUpstream, 0));
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
+        // A retry taken from the budget and not yet spent on an attempt.
+        let mut retry_granted = false;
         loop {
             let eligible = upstream.eligible(&tried);
             if eligible.cands.is_empty() {
@@ -383,8 +457,11 @@ impl Proxy {
                 }
                 break;
             }
-            if !tried.is_empty() && !upstream.try_retry() {
-                break;
+            if !tried.is_empty() && !retry_granted {
+                if !upstream.try_retry() {
+                    break;
+                }
+                retry_granted = true;
             }
             // A hook's choice, or the pool's own.
             let mut chosen = None;
@@ -398,10 +475,14 @@ impl Proxy {
             else {
                 break;
             };
+            // Taken by another request since the candidates were listed: list again.
+            let Some(lease) = upstream.lease(i) else {
+                continue;
+            };
             tried.push(i);
+            retry_granted = false;
             let last_try = tried.len() > upstream.retries as usize;
             let server = &upstream.servers[i];
-            let lease = ServerLease::new(server);
             ex.set_upstream(server.addr);
             let head = self
                 .upstream_head(ex, upstream, hooks, &rewrite, framing, upgrade)
@@ -439,7 +520,7 @@ impl Proxy {
                             }
                         }
                         let leases = Leases {
-                            _request: request_lease.take(),
+                            _request: request_lease,
                             _server: lease,
                         };
                         return finish(conn, resp, sent_all, upgrade, upstream, leases);
@@ -595,7 +676,7 @@ impl Framing {
 }
 
 /// Changes a route makes to the upstream request.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Rewrite {
     path: Option<String>,
     host: Option<String>,
@@ -605,6 +686,13 @@ struct Rewrite {
 /// its head and connection (nothing to allocate).
 trait InFlight: Target {
     fn parts(&self) -> &request::Parts;
+    fn parts_mut(&mut self) -> &mut request::Parts;
+    /// The connection, shared (for work that outlives the request).
+    fn conn_arc(&self) -> Arc<ConnInfo>;
+    /// The configured route's index, if a configured route was chosen.
+    fn route_index(&self) -> Option<usize>;
+    /// What `rproxy_cache_key` decided.
+    fn cache_choice(&self) -> &CacheKey;
     fn conn(&self) -> &ConnInfo;
     fn exchange(&mut self) -> Option<&mut Exchange>;
     fn set_upstream(&mut self, addr: SocketAddr);
@@ -623,6 +711,18 @@ struct Bare<'a> {
 impl InFlight for Bare<'_> {
     fn parts(&self) -> &request::Parts {
         &self.parts
+    }
+    fn parts_mut(&mut self) -> &mut request::Parts {
+        &mut self.parts
+    }
+    fn conn_arc(&self) -> Arc<ConnInfo> {
+        self.conn.clone()
+    }
+    fn route_index(&self) -> Option<usize> {
+        self.route.as_ref().and_then(|r| r.index)
+    }
+    fn cache_choice(&self) -> &CacheKey {
+        &CacheKey::Default
     }
     fn conn(&self) -> &ConnInfo {
         self.conn
@@ -661,6 +761,18 @@ impl Target for Bare<'_> {
 impl InFlight for Exchange {
     fn parts(&self) -> &request::Parts {
         &self.parts
+    }
+    fn parts_mut(&mut self) -> &mut request::Parts {
+        &mut self.parts
+    }
+    fn conn_arc(&self) -> Arc<ConnInfo> {
+        self.conn.clone()
+    }
+    fn route_index(&self) -> Option<usize> {
+        self.route.as_ref().and_then(|r| r.index)
+    }
+    fn cache_choice(&self) -> &CacheKey {
+        &self.cache_key
     }
     fn conn(&self) -> &ConnInfo {
         &self.conn
@@ -741,7 +853,7 @@ fn check_request(parts: &request::Parts) -> Result<()> {
 
 /// Turn an upstream response head into the response sent downstream.
 fn finish(
-    conn: crate::upstream::UpstreamConn,
+    mut conn: crate::upstream::UpstreamConn,
     head: ResponseHead,
     sent_all: bool,
     upgrade: bool,
@@ -763,6 +875,8 @@ fn finish(
             ));
         }
         headers::clean_response(&mut headers, true);
+        // The tunnel counts as in flight until it closes.
+        conn.hold(leases);
         let mut resp = Response::new(ProxyBody::empty());
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;

@@ -1,0 +1,661 @@
+//! The request path through the HTTP cache (docs/caching.md): serve a
+//! stored response, revalidate it, or fetch and store — RFC 9111 as a
+//! shared cache, with RFC 5861's stale-if-error and RFC 9211's
+//! `Cache-Status`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use super::{InFlight, Proxy, Rewrite};
+use crate::body::{ProxyBody, RequestBody};
+use crate::cache::entry::storable;
+use crate::cache::{
+    Cache, Fill, FillHead, FlightGuard, Freshness, Lookup, RequestDirectives, RouteCache, Stored,
+    default_key, is_safe, related_key,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::{CacheKey, Exchange, Hooks};
+use crate::upstream::Upstream;
+use http_body::Body;
+
+/// The client's own conditional fields, set aside while the cache
+/// revalidates with its validators.
+const CONDITIONALS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE];
+
+/// What one cached request needs besides the exchange.
+struct Ctx<'a> {
+    cache: &'a Arc<Cache>,
+    key: String,
+    rc: RouteCache,
+    req_cc: RequestDirectives,
+    /// The request carries credentials (§3.5).
+    credentialed: bool,
+}
+
+impl Proxy {
+    /// Forward a routed request through the cache, when its route caches.
+    pub(super) async fn forward_cached<X: InFlight>(
+        &self,
+        upstream: &Arc<Upstream>,
+        ex: &mut X,
+        body: RequestBody,
+        hooks: Option<&dyn Hooks>,
+        rewrite: Rewrite,
+    ) -> Result<Response<ProxyBody>> {
+        let Some(cache) = &self.cache else {
+            return self.forward(upstream, ex, body, hooks, rewrite).await;
+        };
+        let rc = cache.route(ex.route_index());
+        if !rc.enabled {
+            return self.forward(upstream, ex, body, hooks, rewrite).await;
+        }
+        let method = ex.parts().method.clone();
+        let key = match ex.cache_choice() {
+            CacheKey::Bypass => None,
+            CacheKey::Key(k) => Some(k.clone()),
+            // Without the cache built-in (disabled), only a hook's keys are cached.
+            CacheKey::Default if self.cache_keys => default_key(ex.parts(), ex.conn().scheme),
+            CacheKey::Default => None,
+        };
+        let Some(key) = key else {
+            let resp = self.forward(upstream, ex, body, hooks, rewrite).await?;
+            return Ok(with_status(resp, &cache.status("fwd=bypass")));
+        };
+        if !is_safe(&method) {
+            // RFC 9111 §4.4: a successful unsafe request invalidates the
+            // target and the same-origin Location and Content-Location.
+            let resp = self.forward(upstream, ex, body, hooks, rewrite).await?;
+            if resp.status().is_success() || resp.status().is_redirection() {
+                // In every worker: each has its own store.
+                use crate::server::control::Purge;
+                self.purge_everywhere(&Purge::Key(key.clone()));
+                for field in [header::LOCATION, header::CONTENT_LOCATION] {
+                    if let Some(k) = resp.headers().get(field).and_then(|v| related_key(&key, v)) {
+                        self.purge_everywhere(&Purge::Key(k));
+                    }
+                }
+            }
+            return Ok(with_status(resp, &cache.status("fwd=method")));
+        }
+        let ranged = ex.parts().headers.contains_key(header::RANGE);
+        let upgrade = ex
+            .parts()
+            .extensions
+            .get::<super::UpgradeRequested>()
+            .is_some();
+        if (method != Method::GET && method != Method::HEAD) || ranged || upgrade {
+            // Ranges are passed through (partial responses are not stored),
+            // and so are protocol upgrades.
+            let resp = self.forward(upstream, ex, body, hooks, rewrite).await?;
+            let params = if ranged {
+                "fwd=bypass; detail=range"
+            } else if upgrade {
+                "fwd=bypass; detail=upgrade"
+            } else {
+                "fwd=method"
+            };
+            return Ok(with_status(resp, &cache.status(params)));
+        }
+        let cx = Ctx {
+            cache,
+            key,
+            rc,
+            req_cc: RequestDirectives::parse(&ex.parts().headers),
+            credentialed: rc.credentials || ex.parts().headers.contains_key(header::AUTHORIZATION),
+        };
+        let mut lookup = cx.lookup(ex.parts());
+        let mut flight = None;
+        let mut collapsed = false;
+        if !matches!(lookup, Lookup::Hit(_)) && method == Method::GET && !cx.req_cc.only_if_cached {
+            match cache.flight(&cx.key) {
+                Ok(guard) => flight = Some(guard),
+                Err(mut done) => {
+                    // Another request is fetching this key: wait for it, then look again.
+                    let _ = tokio::time::timeout(cache.lock_timeout, done.wait_for(|d| *d)).await;
+                    collapsed = true;
+                    lookup = cx.lookup(ex.parts());
+                }
+            }
+        }
+        let now = SystemTime::now();
+        match lookup {
+            Lookup::Hit(stored) => {
+                let age = stored.age(now);
+                let fresh = stored.fresh_at(age);
+                let r = &cx.req_cc;
+                let acceptable = r.max_age.is_none_or(|m| age <= m)
+                    && r.min_fresh
+                        .is_none_or(|m| stored.lifetime.saturating_sub(age) >= m && fresh);
+                let validate = stored.cc.no_cache || r.no_cache;
+                if fresh && acceptable && !validate {
+                    let mut params = format!("hit; ttl={}", ttl(&stored, age));
+                    if collapsed {
+                        params.push_str("; collapsed");
+                    }
+                    return Ok(serve(&stored, age, &cache.status(&params), ex.parts()));
+                }
+                // Stale: served only when the request allows it (§4.2.4).
+                let staleness = age.saturating_sub(stored.lifetime);
+                if !fresh
+                    && !validate
+                    && !stored.must_revalidate()
+                    && r.max_stale.is_some_and(|m| staleness <= m)
+                    && r.max_age.is_none_or(|m| age <= m)
+                {
+                    let params = format!("hit; ttl={}", ttl(&stored, age));
+                    return Ok(serve(&stored, age, &cache.status(&params), ex.parts()));
+                }
+                // RFC 5861 §3: within stale-while-revalidate, the stale
+                // response now, and a refresh in the background.
+                if !fresh
+                    && !validate
+                    && !stored.must_revalidate()
+                    && stored
+                        .cc
+                        .stale_while_revalidate
+                        .is_some_and(|w| staleness <= w)
+                    && r.max_age.is_none_or(|m| age <= m)
+                {
+                    if let Ok(guard) = cache.flight(&cx.key) {
+                        self.refresh_later(&cx, stored.clone(), upstream, ex, rewrite, guard);
+                    }
+                    let params = format!(
+                        "hit; ttl={}; detail=stale-while-revalidate",
+                        ttl(&stored, age)
+                    );
+                    return Ok(serve(&stored, age, &cache.status(&params), ex.parts()));
+                }
+                if r.only_if_cached {
+                    return Ok(only_if_cached(cache));
+                }
+                // Fresh, but the request wants it checked: RFC 9211's "request".
+                let fwd = if fresh && !stored.cc.no_cache {
+                    "fwd=request"
+                } else {
+                    "fwd=stale"
+                };
+                self.revalidate(&cx, stored, upstream, ex, body, hooks, rewrite, flight, fwd)
+                    .await
+            }
+            _ if cx.req_cc.only_if_cached => Ok(only_if_cached(cache)),
+            miss => {
+                let mut fwd = match miss {
+                    Lookup::VaryMiss => "fwd=vary-miss",
+                    Lookup::Unusable => "fwd=miss",
+                    _ => "fwd=uri-miss",
+                }
+                .to_owned();
+                if collapsed {
+                    fwd.push_str("; collapsed");
+                }
+                self.fetch(&cx, &fwd, upstream, ex, body, hooks, rewrite, flight)
+                    .await
+            }
+        }
+    }
+
+    /// Revalidate `stored` in a task of its own (without Python hooks: the
+    /// client is not waiting), storing what comes back.
+    fn refresh_later<X: InFlight>(
+        &self,
+        cx: &Ctx<'_>,
+        stored: Arc<Stored>,
+        upstream: &Arc<Upstream>,
+        ex: &X,
+        rewrite: Rewrite,
+        guard: FlightGuard,
+    ) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let src = ex.parts();
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::GET;
+        parts.uri = src.uri.clone();
+        parts.version = src.version;
+        parts.headers = src.headers.clone();
+        for name in &CONDITIONALS {
+            parts.headers.remove(name);
+        }
+        let facts = ex.facts();
+        let mut bg = Exchange::new(parts, ex.conn_arc());
+        bg.route = facts.route.cloned();
+        bg.pool = facts.pool.map(str::to_owned);
+        let (cache, key, rc, credentialed) =
+            (cx.cache.clone(), cx.key.clone(), cx.rc, cx.credentialed);
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            let cx = Ctx {
+                cache: &cache,
+                key,
+                rc,
+                req_cc: RequestDirectives::default(),
+                credentialed,
+            };
+            let refreshed = me
+                .revalidate(
+                    &cx,
+                    stored,
+                    &upstream,
+                    &mut bg,
+                    RequestBody::empty(),
+                    None,
+                    rewrite,
+                    Some(guard),
+                    "fwd=stale",
+                )
+                .await;
+            match refreshed {
+                // Read the body to its end, so that it is stored.
+                Ok(resp) => {
+                    let mut body = resp.into_body();
+                    while let Some(frame) =
+                        std::future::poll_fn(|c| std::pin::Pin::new(&mut body).poll_frame(c)).await
+                    {
+                        if frame.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => log::debug!("background refresh of {}: {e}", cx.key),
+            }
+        });
+    }
+
+    /// Forward, then store the response as it streams if RFC 9111 §3 allows.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch<X: InFlight>(
+        &self,
+        cx: &Ctx<'_>,
+        fwd: &str,
+        upstream: &Arc<Upstream>,
+        ex: &mut X,
+        body: RequestBody,
+        hooks: Option<&dyn Hooks>,
+        rewrite: Rewrite,
+        flight: Option<FlightGuard>,
+    ) -> Result<Response<ProxyBody>> {
+        let request_time = SystemTime::now();
+        let resp = self.forward(upstream, ex, body, hooks, rewrite).await?;
+        Ok(cx.store(resp, ex.parts(), request_time, fwd, flight))
+    }
+
+    /// Ask the upstream whether `stored` is still good (§4.3.1), with its
+    /// validators instead of the client's.
+    #[allow(clippy::too_many_arguments)]
+    async fn revalidate<X: InFlight>(
+        &self,
+        cx: &Ctx<'_>,
+        stored: Arc<Stored>,
+        upstream: &Arc<Upstream>,
+        ex: &mut X,
+        body: RequestBody,
+        hooks: Option<&dyn Hooks>,
+        rewrite: Rewrite,
+        flight: Option<FlightGuard>,
+        fwd: &str,
+    ) -> Result<Response<ProxyBody>> {
+        let own: Vec<(HeaderName, HeaderValue)> = {
+            let headers = &mut ex.parts_mut().headers;
+            let own = CONDITIONALS
+                .iter()
+                .flat_map(|n| {
+                    headers
+                        .get_all(n)
+                        .iter()
+                        .map(|v| (n.clone(), v.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for n in &CONDITIONALS {
+                headers.remove(n);
+            }
+            for (n, v) in stored.validators() {
+                headers.insert(n, v);
+            }
+            own
+        };
+        let request_time = SystemTime::now();
+        let again = rewrite.clone();
+        let result = self.forward(upstream, ex, body, hooks, rewrite).await;
+        {
+            let headers = &mut ex.parts_mut().headers;
+            for n in &CONDITIONALS {
+                headers.remove(n);
+            }
+            for (n, v) in own {
+                headers.append(n, v);
+            }
+        }
+        let now = SystemTime::now();
+        let age = stored.age(now);
+        let may_serve_stale = |cx: &Ctx<'_>| {
+            let window = stored.cc.stale_if_error.max(cx.req_cc.stale_if_error);
+            !stored.must_revalidate()
+                && window.is_some_and(|w| age.saturating_sub(stored.lifetime) <= w)
+        };
+        match result {
+            Ok(resp)
+                if resp.status() == StatusCode::NOT_MODIFIED
+                    && other_validator(&stored, resp.headers()) =>
+            {
+                // §4.3.4: this 304 is about another representation: it
+                // updates nothing. Ask again as the client asked.
+                drop(resp);
+                let request_time = SystemTime::now();
+                let resp = self
+                    .forward(upstream, ex, RequestBody::empty(), hooks, again)
+                    .await?;
+                Ok(cx.store(resp, ex.parts(), request_time, fwd, flight))
+            }
+            Ok(resp) if resp.status() == StatusCode::NOT_MODIFIED => {
+                let freshness = cx.freshness();
+                let renewed = stored.freshened(
+                    resp.headers(),
+                    &ex.parts().headers,
+                    request_time,
+                    now,
+                    &freshness,
+                );
+                let age = renewed.age(now);
+                let out = serve(
+                    &renewed,
+                    age,
+                    &cx.cache.status(&format!("{fwd}; fwd-status=304")),
+                    ex.parts(),
+                );
+                cx.cache.insert(&cx.key, renewed);
+                drop(flight);
+                Ok(out)
+            }
+            Ok(resp) if resp.status().is_server_error() && may_serve_stale(cx) => {
+                let params = format!(
+                    "fwd=stale; fwd-status={}; ttl={}; detail=stale-if-error",
+                    resp.status().as_u16(),
+                    ttl(&stored, age)
+                );
+                Ok(serve(&stored, age, &cx.cache.status(&params), ex.parts()))
+            }
+            Ok(resp) => Ok(cx.store(resp, ex.parts(), request_time, fwd, flight)),
+            Err(e)
+                if e.source_side() == crate::error::ErrorSource::Upstream
+                    && may_serve_stale(cx) =>
+            {
+                let params = format!(
+                    "fwd=stale; ttl={}; detail=stale-if-error",
+                    ttl(&stored, age)
+                );
+                Ok(serve(&stored, age, &cx.cache.status(&params), ex.parts()))
+            }
+            // §5.2.2.2: a response that must be revalidated is never served
+            // stale; without the origin, the answer is 504.
+            Err(e)
+                if stored.must_revalidate()
+                    && e.source_side() == crate::error::ErrorSource::Upstream =>
+            {
+                Err(Error::new(
+                    ErrorKind::UpstreamTimeout,
+                    "cannot revalidate a must-revalidate response",
+                )
+                .with_cause(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Ctx<'_> {
+    fn freshness(&self) -> Freshness {
+        self.cache.freshness(self.rc)
+    }
+
+    /// The stored response for this request, if it may be used for it.
+    fn lookup(&self, parts: &http::request::Parts) -> Lookup {
+        match self.cache.lookup(&self.key, &parts.headers) {
+            // §3.5: a response to a request with credentials is reused
+            // only when it says so.
+            Lookup::Hit(s) if self.credentialed && !s.serves_credentials() => Lookup::Unusable,
+            other => other,
+        }
+    }
+
+    /// `resp` with `Cache-Status`, and copied into the cache as it is sent
+    /// if it may be stored.
+    fn store(
+        &self,
+        resp: Response<ProxyBody>,
+        parts: &http::request::Parts,
+        request_time: SystemTime,
+        fwd: &str,
+        flight: Option<FlightGuard>,
+    ) -> Response<ProxyBody> {
+        let response_time = SystemTime::now();
+        let status = resp.status();
+        let freshness = self.freshness();
+        let cc = freshness.directives(resp.headers());
+        let decision = storable(
+            &parts.method,
+            &parts.headers,
+            self.credentialed,
+            &self.req_cc,
+            status,
+            resp.headers(),
+            &cc,
+            &freshness,
+        )
+        .and_then(|()| {
+            let useful = crate::cache::entry::lifetime(
+                status,
+                resp.headers(),
+                &cc,
+                crate::cache::entry::secs(response_time),
+                &freshness,
+            ) > 0
+                || resp.headers().contains_key(header::ETAG)
+                || resp.headers().contains_key(header::LAST_MODIFIED);
+            let declared = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > self.cache.max_object_size) {
+                Err("too large")
+            } else if useful {
+                Ok(())
+            } else {
+                Err("stale at once")
+            }
+        });
+        let mut params = format!("{fwd}; fwd-status={}", status.as_u16());
+        let (mut head, body) = resp.into_parts();
+        let body = match decision {
+            Ok(()) => {
+                params.push_str("; stored");
+                let fill = Fill {
+                    cache: self.cache.clone(),
+                    key: self.key.clone(),
+                    head: Some(FillHead {
+                        status,
+                        headers: head.headers.clone(),
+                        request: parts.headers.clone(),
+                        cc,
+                        request_time,
+                        response_time,
+                        freshness,
+                    }),
+                    buf: bytes::BytesMut::new(),
+                    _flight: flight,
+                };
+                body.teeing(Box::new(fill))
+            }
+            Err(why) => {
+                drop(flight);
+                params.push_str(&format!("; detail=\"{why}\""));
+                body
+            }
+        };
+        append_status(&mut head.headers, &self.cache.status(&params));
+        Response::from_parts(head, body)
+    }
+}
+
+/// Whether a 304 names a representation other than `stored` by its ETag.
+fn other_validator(stored: &Stored, not_modified: &HeaderMap) -> bool {
+    let tag = |h: &HeaderMap| {
+        h.get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|t| t.trim().trim_start_matches("W/").to_owned())
+    };
+    matches!((tag(&stored.headers), tag(not_modified)), (Some(a), Some(b)) if a != b)
+}
+
+/// The freshness left, in seconds (negative when stale), for `ttl=`.
+fn ttl(stored: &Stored, age: u64) -> i64 {
+    stored.lifetime as i64 - age as i64
+}
+
+/// A response from the store: with `Age` (RFC 9111 §5.1), `Cache-Status`,
+/// and 304 when the client's own conditions hold (§4.3.2).
+fn serve(
+    stored: &Stored,
+    age: u64,
+    status_member: &str,
+    parts: &http::request::Parts,
+) -> Response<ProxyBody> {
+    let mut headers = stored.headers.clone();
+    headers.insert(header::AGE, HeaderValue::from(age));
+    append_status(&mut headers, status_member);
+    let not_modified = stored.status == StatusCode::OK && conditions_hold(stored, &parts.headers);
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        stored.status
+    };
+    let body = if not_modified || parts.method == Method::HEAD {
+        if !not_modified && !headers.contains_key(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(stored.body.len()));
+        }
+        ProxyBody::empty()
+    } else {
+        headers.remove(header::CONTENT_LENGTH);
+        ProxyBody::full(stored.body.clone())
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Whether the client's If-None-Match (weak comparison) or, without it,
+/// If-Modified-Since says it has the stored response already.
+fn conditions_hold(stored: &Stored, request: &HeaderMap) -> bool {
+    let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
+    if !inm.is_empty() {
+        let Some(etag) = stored
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let have = opaque(etag);
+        return inm
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim() == "*" || opaque(t) == have);
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    let modified = stored
+        .headers
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// 504 for `only-if-cached` without a usable stored response (§5.2.1.7).
+fn only_if_cached(cache: &Cache) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full("504 Gateway Timeout\n"));
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    append_status(h, &cache.status("detail=only-if-cached"));
+    resp
+}
+
+/// Append this cache's member to `Cache-Status` (RFC 9211 §2: the cache
+/// nearest the client comes last).
+fn append_status(headers: &mut HeaderMap, member: &str) {
+    let value = match headers.get(CACHE_STATUS).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {member}"),
+        _ => member.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(CACHE_STATUS, v);
+    }
+}
+
+fn with_status(mut resp: Response<ProxyBody>, member: &str) -> Response<ProxyBody> {
+    append_status(resp.headers_mut(), member);
+    resp
+}
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+impl Proxy {
+    /// Answer `PURGE` when the cache is on (docs/caching.md): the target's
+    /// key, or every key starting with it when the path ends with `*`;
+    /// only from `[cache] purge_from`.
+    pub(super) fn purge(
+        &self,
+        parts: &http::request::Parts,
+        conn: &crate::server::ConnInfo,
+    ) -> Option<Response<ProxyBody>> {
+        let cache = self.cache.as_ref()?;
+        if parts.method.as_str() != "PURGE" {
+            return None;
+        }
+        let answer = |status: StatusCode, text: String| {
+            let mut resp = Response::new(ProxyBody::full(text));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Some(resp)
+        };
+        if !cache.may_purge(conn.client.ip().to_canonical()) {
+            return answer(StatusCode::FORBIDDEN, "403 Forbidden\n".to_owned());
+        }
+        let Some(key) = default_key(parts, conn.scheme) else {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: no host\n".to_owned(),
+            );
+        };
+        let purge = match key.strip_suffix('*') {
+            Some(prefix) => crate::server::control::Purge::Prefix(prefix.to_owned()),
+            None => crate::server::control::Purge::Key(key),
+        };
+        // The other workers purge theirs too; the answer counts this one's.
+        let (purged, _) = self.purge_everywhere(&purge);
+        if purged == 0 {
+            return answer(StatusCode::NOT_FOUND, "nothing stored\n".to_owned());
+        }
+        answer(StatusCode::OK, format!("purged {purged}\n"))
+    }
+}
