@@ -150,8 +150,14 @@ class Master:
         """Serve until SIGTERM or SIGINT; returns the exit status."""
         addresses = self.reserve()
         stats = stats_dir(self.config)
-        stats.mkdir(parents=True, exist_ok=True)
-        for old in stats.glob("worker-*.json"):
+        # Only this user: the workers' control sockets live here too.
+        stats.parent.mkdir(mode=0o700, exist_ok=True)
+        stats.mkdir(mode=0o700, exist_ok=True)
+        for directory in (stats.parent, stats):
+            if directory.stat().st_uid != os.getuid():
+                raise SystemExit(f"rproxy: error: {directory} belongs to another user; remove it")
+            directory.chmod(0o700)
+        for old in (*stats.glob("worker-*.json"), *stats.glob("worker-*.sock")):
             old.unlink(missing_ok=True)
         self._orders = json.dumps(
             {

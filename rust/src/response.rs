@@ -56,6 +56,22 @@ impl LocalResponse {
     }
 }
 
+/// A short text answer of the proxy's own, never to be stored.
+pub(crate) fn plain(
+    status: http::StatusCode,
+    text: impl Into<bytes::Bytes>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 /// The response for an error: its status and a one-line body that names no
 /// upstream detail. Errors caused by the client close its connection.
 pub(crate) fn error(err: &Error) -> Response<ProxyBody> {
@@ -65,14 +81,7 @@ pub(crate) fn error(err: &Error) -> Response<ProxyBody> {
         status.as_str(),
         status.canonical_reason().unwrap_or("Error")
     );
-    let mut resp = Response::new(ProxyBody::full(text));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut resp = plain(status, text);
     if err.kind() == crate::error::ErrorKind::Overloaded {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

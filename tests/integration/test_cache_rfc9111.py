@@ -12,6 +12,7 @@ memory bound, large objects and PURGE have tests of their own below.
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ import bcrypt
 import pytest
 
 from rproxy.engine import Engine
-from rproxy.testing.origin import Origin, Received, Reply
+from rproxy.testing.origin import Origin, Received, Reply, Takeover
 
 from conftest import StartProxy, proxy_config
 from support.cache_origin import Ago, Answer, CacheOrigin, FieldValue
@@ -365,6 +366,39 @@ CASES: list[Case] = [
         "RFC 9213 §2 (a cache not configured for it ignores CDN-Cache-Control)",
         R(ok("no-store", ("CDN-Cache-Control", "max-age=60"))),
         (get(miss(1, "no-store")), get(miss(2, "no-store"))),
+        2,
+    ),
+    Case(
+        "revalidate-304-cannot-make-private-shared",
+        "RFC 9111 §3 + §4.3.4 (fields a 304 brings that forbid storing — private, a Set-Cookie — are not shared)",
+        R(
+            ok("max-age=0", ETAG),
+            Answer(304, (ETAG, NOW, ("Cache-Control", "private, max-age=600"), ("Set-Cookie", "session=alice"))),
+            ok("max-age=60"),
+        ),
+        (
+            get(miss(1)),
+            get(Expect(served=2, body=b"#1", cs='fwd=stale; fwd-status=304; detail="private"')),
+            get(Expect(served=3, fields=(("Set-Cookie", None),), cs="fwd=uri-miss")),
+        ),
+        3,
+    ),
+    Case(
+        "vary-on-a-field-the-proxy-sets",
+        "RFC 9111 §4.1 (the origin varied on a field the proxy set: the client's value says nothing; not stored)",
+        R(ok("max-age=60", ("Vary", "X-User"))),
+        (
+            get(miss(1, "vary on a field the proxy sets")),
+            get(miss(2, "vary on a field the proxy sets"), ("X-User", "someone")),
+        ),
+        2,
+        route={"request_headers": {"set": {"x-user": "$client_ip"}}},
+    ),
+    Case(
+        "swr-respects-request-max-stale",
+        "RFC 5861 §3 + RFC 9111 §5.2.1.1 (stale-while-revalidate does not serve staler than the request's max-stale)",
+        R(ok("max-age=60, stale-while-revalidate=600", STALE)),
+        (get(miss(1)), get(Expect(served=2, cs_not=("hit",)), ("Cache-Control", "max-stale=5"))),
         2,
     ),
     Case(
@@ -1213,7 +1247,8 @@ def test_object_above_max_object_size_passes_through(native: bool, chunked: bool
     big = bytes(range(256)) * 400  # 100 KiB > 64 KiB
 
     def handler(req: Received) -> Reply:
-        body = iter([big[:50_000], big[50_000:]]) if chunked else big
+        whole = big if req.target == "/big" else big[:1000]
+        body = iter([whole[:500], whole[500:]]) if chunked else whole
         return Reply(200, [("Cache-Control", "max-age=600")], body)
 
     with Origin(handler) as origin:
@@ -1225,9 +1260,9 @@ def test_object_above_max_object_size_passes_through(native: bool, chunked: bool
             assert resp.body == big, "the whole body reaches the client"
         assert len(origin.requests) == 2, "not stored"
         assert stats(engine)["keys"] == 0
-        small = request(addr, "GET", "/small-enough")  # the same handler, but under the bound
-        assert small.status == 200
-        assert stats(engine)["keys"] == 0
+        small = request(addr, "GET", "/small-enough")  # 1000 bytes: under the bound
+        assert small.status == 200 and len(small.body) == 1000
+        assert stats(engine)["keys"] == 1, "a response under the bound is stored, chunked or not"
 
 
 # --- PURGE ------------------------------------------------------------------------
@@ -1338,3 +1373,67 @@ def test_an_upgrade_is_never_answered_from_the_cache(native: bool, start_proxy: 
         assert resp.body == b"upgrade seen by the origin"
         assert resp.header("cache-status") == f"{NAME}; fwd=bypass; detail=upgrade"
         assert len(origin.requests) == 2
+
+
+@NATIVE
+def test_responses_are_kept_per_route(native: bool, start_proxy: StartProxy) -> None:
+    """Two routes to one host and path (one chosen by a header): what one
+    stored is not served to the other — the origin cannot Vary on routing."""
+
+    def by_route(req: Received) -> Reply:
+        return Reply(200, [("Cache-Control", "max-age=60")], f"route {req.header('x-route')}".encode())
+
+    with Origin(by_route) as origin:
+        config = cache_config(origin.addr)
+        beta = {
+            "path_prefix": "/",
+            "headers": {"x-beta": "1"},
+            "upstream": "app",
+            "cache": True,
+            "request_headers": {"set": {"x-route": "beta"}},
+        }
+        config["routes"][0]["request_headers"] = {"set": {"x-route": "main"}}
+        config["routes"].insert(0, beta)
+        engine = start_proxy(config, native=native)
+        addr = engine.addresses[0]
+        assert request(addr, "GET", "/p", headers=[("X-Beta", "1")]).body == b"route beta"
+        assert request(addr, "GET", "/p").body == b"route main"
+        assert request(addr, "GET", "/p", headers=[("X-Beta", "1")]).body == b"route beta"
+        assert len(origin.requests) == 2, "each route's copy, each reused"
+
+
+@NATIVE
+def test_an_invalidation_wins_over_a_fill_in_progress(native: bool, start_proxy: StartProxy) -> None:
+    """RFC 9111 §4.4: a POST that succeeds while an older GET response is
+    still streaming into the store: that response is not stored."""
+    release = threading.Event()
+    gets = []
+
+    def handler(req: Received) -> Reply | Takeover:
+        if req.method == "POST":
+            return Reply(200, [], b"ok")
+        gets.append(req)
+        if len(gets) > 1:
+            return Reply(200, [("Cache-Control", "max-age=600")], b"new")
+
+        def slow(sock: socket.socket, buffered: bytes, r: Received) -> None:
+            sock.sendall(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=600\r\nContent-Length: 10\r\n\r\nhello")
+            release.wait(10)
+            sock.sendall(b"world")
+            sock.close()
+
+        return Takeover(slow)
+
+    with Origin(handler) as origin:
+        engine = start_proxy(cache_config(origin.addr), native=native)
+        addr = engine.addresses[0]
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(request, addr, "GET", "/s")
+            deadline = time.monotonic() + 5
+            while not gets and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert request(addr, "POST", "/s", body=b"x").status == 200
+            release.set()
+            assert first.result(timeout=10).body == b"helloworld"
+        assert request(addr, "GET", "/s").body == b"new", "the old response was not stored"
+        assert len(gets) == 2

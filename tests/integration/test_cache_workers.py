@@ -99,6 +99,10 @@ def test_a_purge_reaches_every_worker(tmp_path: Path) -> None:
             answer = json.loads(body)
             assert answer["purged"] == 2 and answer["workers_told"] == 1, answer
             assert wait_until(lambda: worker_keys(config) == [0, 0]), worker_keys(config)
+            # A web page cannot reach it through a local browser.
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"POST /purge?prefix=http:// HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.example\r\n\r\n")
+                assert s.recv(65536).startswith(b"HTTP/1.1 403")
         finally:
             assert proc.stop(signal.SIGTERM) == 0
     leftovers = list(stats_dir(rproxy.load(config)).glob("worker-*"))

@@ -168,6 +168,8 @@ pub(crate) struct Stored {
     /// The freshness lifetime, in seconds.
     pub(crate) lifetime: u64,
     pub(crate) cc: ResponseDirectives,
+    /// The route, pool and forwarding fields it was fetched under.
+    pub(crate) scope: super::Scope,
 }
 
 /// The answer to "may this response be stored?" (§3): `Err` says why not.
@@ -300,6 +302,7 @@ impl Stored {
             response_time: secs(response_time),
             lifetime,
             cc,
+            scope: super::Scope::default(),
         }
     }
 
@@ -365,7 +368,7 @@ impl Stored {
             headers.append(name.clone(), value.clone());
         }
         let cc = fresh.directives(&headers);
-        Stored::new(
+        let mut renewed = Stored::new(
             self.status,
             headers,
             self.body.clone(),
@@ -374,7 +377,9 @@ impl Stored {
             request_time,
             response_time,
             fresh,
-        )
+        );
+        renewed.scope = self.scope.clone();
+        renewed
     }
 
     /// Bytes this entry holds, roughly.

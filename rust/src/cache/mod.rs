@@ -24,9 +24,14 @@ pub(crate) use control::RequestDirectives;
 use control::ResponseDirectives;
 pub(crate) use entry::{Freshness, Stored};
 
-/// The variants stored under one primary key (one per secondary key).
+/// The variants stored under one primary key (one per secondary key and
+/// scope), newest last, at most [`MAX_VARIANTS`].
 #[derive(Debug, Default)]
 pub(crate) struct Variants(Vec<Arc<Stored>>);
+
+/// Variants kept per key: beyond, the oldest goes (a client inventing
+/// values of a field the origin varies on cannot grow a key without bound).
+const MAX_VARIANTS: usize = 32;
 
 #[derive(Clone)]
 struct Weigh;
@@ -38,19 +43,29 @@ impl quick_cache::Weighter<String, Arc<Variants>> for Weigh {
 }
 
 /// A route's cache settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RouteCache {
     pub(crate) enabled: bool,
     pub(crate) ttl: Option<u64>,
     /// The route checks credentials: its requests count as carrying
     /// Authorization (RFC 9111 §3.5), whether or not it is forwarded.
     pub(crate) credentials: bool,
+    /// Request fields the proxy sets, adds or removes on this route's way
+    /// upstream (header rules, forwarding fields): a response that varies
+    /// on one of them is not stored, since the client's value is not what
+    /// the origin saw.
+    pub(crate) proxy_fields: Arc<[http::HeaderName]>,
 }
 
 /// The cache of one worker.
 pub(crate) struct Cache {
     store: quick_cache::sync::Cache<String, Arc<Variants>, Weigh>,
     flights: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Bumped by every invalidation and purge: a fill that began before
+    /// one is not stored (it may hold what was just invalidated).
+    generation: std::sync::atomic::AtomicU64,
+    /// Serialises changes of the store (read-modify-write of variants).
+    writes: Mutex<()>,
     routes: Vec<RouteCache>,
     default: RouteCache,
     pub(crate) max_object_size: u64,
@@ -83,11 +98,14 @@ impl Cache {
                 Default::default(),
             ),
             flights: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            writes: Mutex::new(()),
             routes,
             default: RouteCache {
                 enabled: cfg.enabled,
                 ttl: None,
                 credentials: false,
+                proxy_fields: Arc::new([]),
             },
             max_object_size: max_object,
             lock_timeout: cfg.lock_timeout,
@@ -100,15 +118,14 @@ impl Cache {
     }
 
     /// The settings of route `index` (or of a route a hook made up).
-    pub(crate) fn route(&self, index: Option<usize>) -> RouteCache {
+    pub(crate) fn route(&self, index: Option<usize>) -> &RouteCache {
         index
             .and_then(|i| self.routes.get(i))
-            .copied()
-            .unwrap_or(self.default)
+            .unwrap_or(&self.default)
     }
 
     /// How freshness is decided for route settings `rc`.
-    pub(crate) fn freshness(&self, rc: RouteCache) -> Freshness {
+    pub(crate) fn freshness(&self, rc: &RouteCache) -> Freshness {
         Freshness {
             ttl: rc.ttl,
             heuristic_max: self.heuristic_max,
@@ -116,22 +133,47 @@ impl Cache {
         }
     }
 
-    /// The stored response for `key` that answers a request with `headers`.
-    pub(crate) fn lookup(&self, key: &str, headers: &HeaderMap) -> Lookup {
+    /// The stored response for `key` that answers a request with `headers`
+    /// in `scope`.
+    pub(crate) fn lookup(&self, key: &str, headers: &HeaderMap, scope: &Scope) -> Lookup {
         match self.store.get(key) {
             None => Lookup::Miss,
             Some(variants) => variants
                 .0
                 .iter()
-                .find(|s| s.vary.matches(headers))
+                .rev()
+                .find(|s| s.scope == *scope && s.vary.matches(headers))
                 .map_or(Lookup::VaryMiss, |s| Lookup::Hit(s.clone())),
         }
     }
 
+    /// The current generation (see [`Cache::insert`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Store `stored` under `key`, replacing the variant with the same
     /// secondary key.
-    pub(crate) fn insert(&self, key: &str, stored: Stored) {
+    ///
+    /// `since` is the generation when the response was asked for: if an
+    /// invalidation or purge came after, the response is not stored.
+    pub(crate) fn insert(&self, key: &str, stored: Stored, since: u64) {
         if stored.body.len() as u64 > self.max_object_size {
+            return;
+        }
+        let _writing = self.lock();
+        if self.generation() != since {
             return;
         }
         let mut variants: Vec<Arc<Stored>> = self
@@ -139,7 +181,10 @@ impl Cache {
             .peek(key)
             .map(|v| v.0.clone())
             .unwrap_or_default();
-        variants.retain(|s| s.vary != stored.vary);
+        variants.retain(|s| s.vary != stored.vary || s.scope != stored.scope);
+        if variants.len() >= MAX_VARIANTS {
+            variants.remove(0);
+        }
         variants.push(Arc::new(stored));
         self.store
             .insert(key.to_owned(), Arc::new(Variants(variants)));
@@ -147,11 +192,15 @@ impl Cache {
 
     /// Forget every response stored under `key`; whether there was one.
     pub(crate) fn invalidate(&self, key: &str) -> bool {
+        let _writing = self.lock();
+        self.bump();
         self.store.remove(key).is_some()
     }
 
     /// Forget the responses whose key starts with `prefix`; how many keys.
     pub(crate) fn purge_prefix(&self, prefix: &str) -> usize {
+        let _writing = self.lock();
+        self.bump();
         let n = std::sync::atomic::AtomicUsize::new(0);
         self.store.retain(|k, _| {
             let keep = !k.starts_with(prefix);
@@ -218,6 +267,46 @@ pub struct CacheStats {
     pub max_size: u64,
     /// Keys stored.
     pub keys: u64,
+}
+
+/// What else than the key and the Vary fields a stored response depends on:
+/// the route and pool that produced it, and the forwarding fields a trusted
+/// proxy sent (passed upstream, so the origin may have answered by them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Scope {
+    pub(crate) route: Option<usize>,
+    pub(crate) pool: String,
+    pub(crate) forwarded: Option<String>,
+}
+
+impl Scope {
+    /// The scope of a request routed to `route` and `pool`.
+    pub(crate) fn of(
+        route: Option<usize>,
+        pool: &str,
+        parts: &request::Parts,
+        trusted: bool,
+    ) -> Self {
+        let forwarded = trusted
+            .then(|| {
+                let mut text = String::new();
+                for name in ["x-forwarded-proto", "x-forwarded-host", "forwarded"] {
+                    for v in parts.headers.get_all(name) {
+                        text.push_str(name);
+                        text.push(':');
+                        text.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                        text.push('\n');
+                    }
+                }
+                text
+            })
+            .filter(|t| !t.is_empty());
+        Scope {
+            route,
+            pool: pool.to_owned(),
+            forwarded,
+        }
+    }
 }
 
 /// What a lookup found.
@@ -310,6 +399,8 @@ pub(crate) fn related_key(key: &str, reference: &HeaderValue) -> Option<String> 
 pub(crate) struct Fill {
     pub(crate) cache: Arc<Cache>,
     pub(crate) key: String,
+    /// The generation when the response was asked for.
+    pub(crate) since: u64,
     pub(crate) head: Option<FillHead>,
     pub(crate) buf: BytesMut,
     /// The fetch this fill ends (dropped after the store).
@@ -325,6 +416,7 @@ pub(crate) struct FillHead {
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
     pub(crate) freshness: Freshness,
+    pub(crate) scope: Scope,
 }
 
 impl crate::body::Tee for Fill {
@@ -340,7 +432,7 @@ impl crate::body::Tee for Fill {
     fn end(mut self: Box<Self>) {
         if let Some(h) = self.head.take() {
             let body = std::mem::take(&mut self.buf).freeze();
-            let stored = Stored::new(
+            let mut stored = Stored::new(
                 h.status,
                 h.headers,
                 body,
@@ -350,7 +442,8 @@ impl crate::body::Tee for Fill {
                 h.response_time,
                 &h.freshness,
             );
-            self.cache.insert(&self.key, stored);
+            stored.scope = h.scope;
+            self.cache.insert(&self.key, stored, self.since);
         }
     }
 }

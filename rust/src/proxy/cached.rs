@@ -13,8 +13,8 @@ use super::{InFlight, Proxy, Rewrite};
 use crate::body::{ProxyBody, RequestBody};
 use crate::cache::entry::storable;
 use crate::cache::{
-    Cache, Fill, FillHead, FlightGuard, Freshness, Lookup, RequestDirectives, RouteCache, Stored,
-    default_key, is_safe, related_key,
+    Cache, Fill, FillHead, FlightGuard, Freshness, Lookup, RequestDirectives, RouteCache, Scope,
+    Stored, default_key, is_safe, related_key,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::{CacheKey, Exchange, Hooks};
@@ -33,6 +33,10 @@ struct Ctx<'a> {
     req_cc: RequestDirectives,
     /// The request carries credentials (§3.5).
     credentialed: bool,
+    /// The route, pool and trusted forwarding fields of the request.
+    scope: Scope,
+    /// The store's generation when the request began.
+    since: u64,
 }
 
 impl Proxy {
@@ -48,7 +52,7 @@ impl Proxy {
         let Some(cache) = &self.cache else {
             return self.forward(upstream, ex, body, hooks, rewrite).await;
         };
-        let rc = cache.route(ex.route_index());
+        let rc = cache.route(ex.route_index()).clone();
         if !rc.enabled {
             return self.forward(upstream, ex, body, hooks, rewrite).await;
         }
@@ -102,21 +106,39 @@ impl Proxy {
         let cx = Ctx {
             cache,
             key,
+            credentialed: rc.credentials || ex.parts().headers.contains_key(header::AUTHORIZATION),
             rc,
             req_cc: RequestDirectives::parse(&ex.parts().headers),
-            credentialed: rc.credentials || ex.parts().headers.contains_key(header::AUTHORIZATION),
+            scope: Scope::of(
+                ex.route_index(),
+                &upstream.name,
+                ex.parts(),
+                ex.conn().trusted.is_some(),
+            ),
+            since: cache.generation(),
         };
         let mut lookup = cx.lookup(ex.parts());
         let mut flight = None;
         let mut collapsed = false;
         if !matches!(lookup, Lookup::Hit(_)) && method == Method::GET && !cx.req_cc.only_if_cached {
-            match cache.flight(&cx.key) {
-                Ok(guard) => flight = Some(guard),
-                Err(mut done) => {
-                    // Another request is fetching this key: wait for it, then look again.
-                    let _ = tokio::time::timeout(cache.lock_timeout, done.wait_for(|d| *d)).await;
-                    collapsed = true;
-                    lookup = cx.lookup(ex.parts());
+            // Another request may be fetching this key: wait for it, look
+            // again, and lead the next fetch if nothing came of it (its
+            // client went away, say) — within lock_timeout in all.
+            let deadline = tokio::time::Instant::now() + cache.lock_timeout;
+            loop {
+                match cache.flight(&cx.key) {
+                    Ok(guard) => {
+                        flight = Some(guard);
+                        break;
+                    }
+                    Err(mut done) => {
+                        let waited = tokio::time::timeout_at(deadline, done.wait_for(|d| *d)).await;
+                        collapsed = true;
+                        lookup = cx.lookup(ex.parts());
+                        if matches!(lookup, Lookup::Hit(_)) || waited.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -158,6 +180,8 @@ impl Proxy {
                         .stale_while_revalidate
                         .is_some_and(|w| staleness <= w)
                     && r.max_age.is_none_or(|m| age <= m)
+                    && r.max_stale.is_none_or(|m| staleness <= m)
+                    && r.min_fresh.is_none()
                 {
                     if let Ok(guard) = cache.flight(&cx.key) {
                         self.refresh_later(&cx, stored.clone(), upstream, ex, rewrite, guard);
@@ -224,8 +248,14 @@ impl Proxy {
         let mut bg = Exchange::new(parts, ex.conn_arc());
         bg.route = facts.route.cloned();
         bg.pool = facts.pool.map(str::to_owned);
-        let (cache, key, rc, credentialed) =
-            (cx.cache.clone(), cx.key.clone(), cx.rc, cx.credentialed);
+        bg.auth = facts.auth.cloned();
+        let (cache, key, rc, credentialed) = (
+            cx.cache.clone(),
+            cx.key.clone(),
+            cx.rc.clone(),
+            cx.credentialed,
+        );
+        let (scope, since) = (cx.scope.clone(), cx.since);
         let upstream = upstream.clone();
         tokio::spawn(async move {
             let cx = Ctx {
@@ -234,6 +264,8 @@ impl Proxy {
                 rc,
                 req_cc: RequestDirectives::default(),
                 credentialed,
+                scope,
+                since,
             };
             let refreshed = me
                 .revalidate(
@@ -361,13 +393,26 @@ impl Proxy {
                     &freshness,
                 );
                 let age = renewed.age(now);
+                // The 304's fields may forbid storing what they update
+                // (private, no-store, a Set-Cookie, Vary: *): then this
+                // client gets the updated response, and nobody else.
+                if let Err(why) = cx.may_store(
+                    &ex.parts().headers,
+                    renewed.status,
+                    &renewed.headers,
+                    &renewed.cc,
+                ) {
+                    cx.cache.invalidate(&cx.key);
+                    let params = format!("{fwd}; fwd-status=304; detail=\"{why}\"");
+                    return Ok(serve(&renewed, age, &cx.cache.status(&params), ex.parts()));
+                }
                 let out = serve(
                     &renewed,
                     age,
                     &cx.cache.status(&format!("{fwd}; fwd-status=304")),
                     ex.parts(),
                 );
-                cx.cache.insert(&cx.key, renewed);
+                cx.cache.insert(&cx.key, renewed, cx.since);
                 drop(flight);
                 Ok(out)
             }
@@ -409,12 +454,41 @@ impl Proxy {
 
 impl Ctx<'_> {
     fn freshness(&self) -> Freshness {
-        self.cache.freshness(self.rc)
+        self.cache.freshness(&self.rc)
+    }
+
+    /// RFC 9111 §3 for this request and a response, and rproxy's own rule:
+    /// no storing a response that varies on a field the proxy itself set.
+    fn may_store(
+        &self,
+        request: &HeaderMap,
+        status: StatusCode,
+        response: &HeaderMap,
+        cc: &crate::cache::control::ResponseDirectives,
+    ) -> std::result::Result<(), &'static str> {
+        storable(
+            &Method::GET,
+            request,
+            self.credentialed,
+            &self.req_cc,
+            status,
+            response,
+            cc,
+            &self.freshness(),
+        )?;
+        if let crate::cache::entry::Vary::Fields(fields) =
+            crate::cache::entry::Vary::of(response, request)
+        {
+            if fields.iter().any(|(n, _)| self.rc.proxy_fields.contains(n)) {
+                return Err("vary on a field the proxy sets");
+            }
+        }
+        Ok(())
     }
 
     /// The stored response for this request, if it may be used for it.
     fn lookup(&self, parts: &http::request::Parts) -> Lookup {
-        match self.cache.lookup(&self.key, &parts.headers) {
+        match self.cache.lookup(&self.key, &parts.headers, &self.scope) {
             // §3.5: a response to a request with credentials is reused
             // only when it says so.
             Lookup::Hit(s) if self.credentialed && !s.serves_credentials() => Lookup::Unusable,
@@ -436,16 +510,11 @@ impl Ctx<'_> {
         let status = resp.status();
         let freshness = self.freshness();
         let cc = freshness.directives(resp.headers());
-        let decision = storable(
-            &parts.method,
-            &parts.headers,
-            self.credentialed,
-            &self.req_cc,
-            status,
-            resp.headers(),
-            &cc,
-            &freshness,
-        )
+        let decision = if parts.method == Method::GET {
+            self.may_store(&parts.headers, status, resp.headers(), &cc)
+        } else {
+            Err("method")
+        }
         .and_then(|()| {
             let useful = crate::cache::entry::lifetime(
                 status,
@@ -477,6 +546,7 @@ impl Ctx<'_> {
                 let fill = Fill {
                     cache: self.cache.clone(),
                     key: self.key.clone(),
+                    since: self.since,
                     head: Some(FillHead {
                         status,
                         headers: head.headers.clone(),
@@ -485,6 +555,7 @@ impl Ctx<'_> {
                         request_time,
                         response_time,
                         freshness,
+                        scope: self.scope.clone(),
                     }),
                     buf: bytes::BytesMut::new(),
                     _flight: flight,
@@ -583,15 +654,8 @@ fn conditions_hold(stored: &Stored, request: &HeaderMap) -> bool {
 
 /// 504 for `only-if-cached` without a usable stored response (§5.2.1.7).
 fn only_if_cached(cache: &Cache) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full("504 Gateway Timeout\n"));
-    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    append_status(h, &cache.status("detail=only-if-cached"));
+    let mut resp = crate::response::plain(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n");
+    append_status(resp.headers_mut(), &cache.status("detail=only-if-cached"));
     resp
 }
 
@@ -627,17 +691,7 @@ impl Proxy {
         if parts.method.as_str() != "PURGE" {
             return None;
         }
-        let answer = |status: StatusCode, text: String| {
-            let mut resp = Response::new(ProxyBody::full(text));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Some(resp)
-        };
+        let answer = |status: StatusCode, text: String| Some(crate::response::plain(status, text));
         if !cache.may_purge(conn.client.ip().to_canonical()) {
             return answer(StatusCode::FORBIDDEN, "403 Forbidden\n".to_owned());
         }

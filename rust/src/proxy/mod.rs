@@ -97,6 +97,7 @@ impl Proxy {
                     enabled: r.cache.unwrap_or(c.enabled),
                     ttl: r.cache_ttl.map(|ms| ms / 1000),
                     credentials: !r.auth.is_empty(),
+                    proxy_fields: proxy_fields(config, r),
                 })
                 .collect();
             Arc::new(crate::cache::Cache::new(c, routes))
@@ -642,6 +643,46 @@ impl Proxy {
         head.extend_from_slice(b"\r\n");
         Ok(head.freeze())
     }
+}
+
+/// The request fields the proxy sets, adds or removes on `route`'s way
+/// upstream: its header rules (global, pool, route), the forwarding fields,
+/// and `Host` when the route rewrites it.
+fn proxy_fields(
+    config: &EngineConfig,
+    route: &crate::config::RouteConfig,
+) -> Arc<[http::HeaderName]> {
+    let mut names: Vec<http::HeaderName> = [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "forwarded",
+        "via",
+    ]
+    .into_iter()
+    .map(http::HeaderName::from_static)
+    .collect();
+    if route.upstream_host.is_some() {
+        names.push(header::HOST);
+    }
+    let pool = route
+        .upstream
+        .as_deref()
+        .and_then(|p| config.upstreams.get(p));
+    let rules = [
+        Some(&config.headers.request),
+        pool.map(|p| &p.request_headers),
+        Some(&route.request_headers),
+    ];
+    for r in rules.into_iter().flatten() {
+        let named = r
+            .remove
+            .iter()
+            .chain(r.set.iter().map(|(n, _)| n))
+            .chain(r.add.iter().map(|(n, _)| n));
+        names.extend(named.filter_map(|n| http::HeaderName::from_bytes(n.as_bytes()).ok()));
+    }
+    names.into()
 }
 
 /// How the request body is framed upstream.

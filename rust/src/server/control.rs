@@ -60,9 +60,17 @@ pub(crate) async fn listen(path: PathBuf, proxy: Arc<Proxy>) {
             return;
         }
     };
+    // Only this user's processes may send purges.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
     let mut buf = vec![0u8; 65536];
     loop {
         match socket.recv(&mut buf).await {
+            // A datagram that filled the buffer may have been cut: a cut
+            // prefix would purge more than was asked.
+            Ok(n) if n == buf.len() => log::warn!("control socket: a message too long"),
             Ok(n) => match Purge::decode(&buf[..n]) {
                 Some(purge) => {
                     proxy.purge_local(&purge);
@@ -77,20 +85,42 @@ pub(crate) async fn listen(path: PathBuf, proxy: Arc<Proxy>) {
     }
 }
 
-/// Send `purge` to every sibling control socket in `own`'s directory; how
-/// many took it.
+/// Send `purge` to every sibling control socket in `own`'s directory, from
+/// a task of its own (a sibling's full queue is waited for, up to a second,
+/// never on the request's path); how many siblings there are.
 pub(crate) fn broadcast(own: &Path, purge: &Purge) -> usize {
-    let Some(dir) = own.parent() else {
+    let siblings = siblings(own);
+    let n = siblings.len();
+    if n == 0 {
         return 0;
+    }
+    let msg = purge.encode();
+    tokio::spawn(async move {
+        let Ok(socket) = UnixDatagram::unbound() else {
+            return;
+        };
+        for path in siblings {
+            let sent = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                socket.send_to(msg.as_bytes(), &path),
+            )
+            .await;
+            if !matches!(sent, Ok(Ok(_))) {
+                log::warn!("a purge did not reach {}", path.display());
+            }
+        }
+    });
+    n
+}
+
+/// The other workers' control sockets.
+fn siblings(own: &Path) -> Vec<PathBuf> {
+    let Some(dir) = own.parent() else {
+        return Vec::new();
     };
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
-    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
-        return 0;
-    };
-    let _ = socket.set_nonblocking(true);
-    let msg = purge.encode();
     entries
         .flatten()
         .map(|e| e.path())
@@ -101,8 +131,7 @@ pub(crate) fn broadcast(own: &Path, purge: &Purge) -> usize {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with("worker-"))
         })
-        .filter(|p| socket.send_to(msg.as_bytes(), p).is_ok())
-        .count()
+        .collect()
 }
 
 /// Serve the cache's admin endpoint on `listener` until the task is aborted:
@@ -136,12 +165,25 @@ async fn answer_admin(sock: &mut tokio::net::TcpStream, proxy: &Proxy) -> io::Re
     if !matches!(read, Ok(Ok(()))) {
         return Ok(());
     }
+    let complete = head.windows(4).any(|w| w == b"\r\n\r\n");
+    // A browser's cross-site request carries Origin: a page must not be
+    // able to flush the cache through a local browser.
+    let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let from_a_page = lower.split("\r\n").any(|l| l.starts_with("origin:"));
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let (status, body) = match (method, path) {
+        _ if !complete => (
+            "431 Request Header Fields Too Large",
+            "{\"error\": \"request head too large\"}\n".to_owned(),
+        ),
+        _ if from_a_page => (
+            "403 Forbidden",
+            "{\"error\": \"requests from web pages (with Origin) are refused\"}\n".to_owned(),
+        ),
         ("POST", "/purge") => match purge_of(query) {
             Some(purge) => {
                 let (purged, workers) = proxy.purge_everywhere(&purge);
