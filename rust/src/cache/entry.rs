@@ -36,7 +36,7 @@ pub(crate) fn secs(t: SystemTime) -> u64 {
 }
 
 /// An HTTP-date (RFC 9110 §5.6.7), as seconds since the epoch.
-fn date_of(v: &HeaderValue) -> Option<u64> {
+pub(crate) fn date_of(v: &HeaderValue) -> Option<u64> {
     let text = v.to_str().ok()?;
     httpdate::parse_http_date(text.trim()).ok().map(secs)
 }

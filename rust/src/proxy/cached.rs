@@ -11,7 +11,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::{InFlight, Proxy, Rewrite};
 use crate::body::{ProxyBody, RequestBody};
-use crate::cache::entry::storable;
+use crate::cache::entry::{date_of, storable};
 use crate::cache::{
     Cache, Fill, FillHead, FlightGuard, Freshness, Lookup, RequestDirectives, RouteCache, Scope,
     Stored, default_key, is_safe, related_key,
@@ -29,7 +29,7 @@ const CONDITIONALS: [HeaderName; 2] = [header::IF_NONE_MATCH, header::IF_MODIFIE
 struct Ctx<'a> {
     cache: &'a Arc<Cache>,
     key: String,
-    rc: RouteCache,
+    rc: &'a RouteCache,
     req_cc: RequestDirectives,
     /// The request carries credentials (§3.5).
     credentialed: bool,
@@ -52,7 +52,7 @@ impl Proxy {
         let Some(cache) = &self.cache else {
             return self.forward(upstream, ex, body, hooks, rewrite).await;
         };
-        let rc = cache.route(ex.route_index()).clone();
+        let rc = cache.route(ex.route_index());
         if !rc.enabled {
             return self.forward(upstream, ex, body, hooks, rewrite).await;
         }
@@ -261,7 +261,7 @@ impl Proxy {
             let cx = Ctx {
                 cache: &cache,
                 key,
-                rc,
+                rc: &rc,
                 req_cc: RequestDirectives::default(),
                 credentialed,
                 scope,
@@ -330,38 +330,11 @@ impl Proxy {
         flight: Option<FlightGuard>,
         fwd: &str,
     ) -> Result<Response<ProxyBody>> {
-        let own: Vec<(HeaderName, HeaderValue)> = {
-            let headers = &mut ex.parts_mut().headers;
-            let own = CONDITIONALS
-                .iter()
-                .flat_map(|n| {
-                    headers
-                        .get_all(n)
-                        .iter()
-                        .map(|v| (n.clone(), v.clone()))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            for n in &CONDITIONALS {
-                headers.remove(n);
-            }
-            for (n, v) in stored.validators() {
-                headers.insert(n, v);
-            }
-            own
-        };
+        let own = swap_conditionals(&mut ex.parts_mut().headers, stored.validators());
         let request_time = SystemTime::now();
         let again = rewrite.clone();
         let result = self.forward(upstream, ex, body, hooks, rewrite).await;
-        {
-            let headers = &mut ex.parts_mut().headers;
-            for n in &CONDITIONALS {
-                headers.remove(n);
-            }
-            for (n, v) in own {
-                headers.append(n, v);
-            }
-        }
+        swap_conditionals(&mut ex.parts_mut().headers, own);
         let now = SystemTime::now();
         let age = stored.age(now);
         let may_serve_stale = |cx: &Ctx<'_>| {
@@ -454,7 +427,7 @@ impl Proxy {
 
 impl Ctx<'_> {
     fn freshness(&self) -> Freshness {
-        self.cache.freshness(&self.rc)
+        self.cache.freshness(self.rc)
     }
 
     /// RFC 9111 §3 for this request and a response, and rproxy's own rule:
@@ -573,14 +546,40 @@ impl Ctx<'_> {
     }
 }
 
+/// Replace the request's conditional fields with `with`; the ones it had.
+fn swap_conditionals(
+    headers: &mut HeaderMap,
+    with: Vec<(HeaderName, HeaderValue)>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut had = Vec::new();
+    for name in &CONDITIONALS {
+        if let http::header::Entry::Occupied(e) = headers.entry(name) {
+            let (name, values) = e.remove_entry_mult();
+            had.extend(values.map(|v| (name.clone(), v)));
+        }
+    }
+    for (name, value) in with {
+        headers.append(name, value);
+    }
+    had
+}
+
+/// An entity tag without its weakness mark, for weak comparison (RFC 9110 §8.8.3.2).
+fn opaque_tag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/")
+}
+
+/// The response's ETag, for weak comparison.
+fn etag(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(opaque_tag)
+}
+
 /// Whether a 304 names a representation other than `stored` by its ETag.
 fn other_validator(stored: &Stored, not_modified: &HeaderMap) -> bool {
-    let tag = |h: &HeaderMap| {
-        h.get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(|t| t.trim().trim_start_matches("W/").to_owned())
-    };
-    matches!((tag(&stored.headers), tag(not_modified)), (Some(a), Some(b)) if a != b)
+    matches!((etag(&stored.headers), etag(not_modified)), (Some(a), Some(b)) if a != b)
 }
 
 /// The freshness left, in seconds (negative when stale), for `ttl=`.
@@ -625,30 +624,17 @@ fn serve(
 fn conditions_hold(stored: &Stored, request: &HeaderMap) -> bool {
     let inm: Vec<&HeaderValue> = request.get_all(header::IF_NONE_MATCH).iter().collect();
     if !inm.is_empty() {
-        let Some(etag) = stored
-            .headers
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-        else {
+        let Some(have) = etag(&stored.headers) else {
             return false;
         };
-        let opaque = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-        let have = opaque(etag);
         return inm
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .any(|t| t.trim() == "*" || opaque(t) == have);
+            .any(|t| t.trim() == "*" || opaque_tag(t) == have);
     }
-    let since = request
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
-    let modified = stored
-        .headers
-        .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v.trim()).ok());
+    let since = request.get(header::IF_MODIFIED_SINCE).and_then(date_of);
+    let modified = stored.headers.get(header::LAST_MODIFIED).and_then(date_of);
     matches!((since, modified), (Some(s), Some(m)) if m <= s)
 }
 
